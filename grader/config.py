@@ -1,0 +1,296 @@
+"""Load and validate an assignment's config into frozen dataclasses.
+
+Every problem is a ConfigError whose one-line message names the offending key,
+e.g. `groups.stride.params.strid: unknown key`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import ConfigError
+
+ASSIGNMENTS_DIR = Path(__file__).resolve().parent.parent / "assignments"
+
+PARAM_NAMES = ("batch", "in_channels", "out_channels", "height", "width",
+               "kernel_size", "stride", "padding", "dilation", "dtype", "max_macs")
+INT_PARAM_MINIMUM = {"batch": 1, "in_channels": 1, "out_channels": 1, "height": 1, "width": 1,
+                     "kernel_size": 1, "stride": 1, "padding": 0, "dilation": 1, "max_macs": 1}
+DTYPES = ("float32", "float64")
+DEVICES = ("cpu", "cuda")
+CONSTRAINTS = ("square", "non_square", "output_1x1", "output_larger_than_1x1",
+               "output_at_least_2x2", "distinct_kernel_size")
+INPUT_KINDS = ("random", "course")
+
+
+@dataclass(frozen=True)
+class Limits:
+    startup_s: float = 120.0
+    load_s: float = 30.0
+    statement_s: float = 5.0
+    case_s: float = 10.0
+    memory_mb: int = 4096
+    output_kb: int = 4096
+    file_mb: int = 64
+    processes: int = 64
+    consecutive_timeouts: int = 2
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    eps_multiplier: float = 4.0
+    abs_floor: float = 16.0
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    name: str
+    points: float
+    case_s: float | None = None
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    name: str
+    description: str
+    count: int
+    weight: float
+    hidden: bool
+    inputs: str
+    # Each parameter's allowed values, in a fixed order so sampling is reproducible.
+    params: tuple[tuple[str, tuple[Any, ...]], ...]
+    require: tuple[str, ...]
+    classes: tuple[str, ...] | None
+    devices: tuple[str, ...]
+
+    def choices(self, name: str) -> tuple[Any, ...]:
+        return dict(self.params)[name]
+
+
+@dataclass(frozen=True)
+class Assignment:
+    id: str
+    title: str
+    path: Path
+    scaffold_source: str
+    scaffold_name: str
+    seed: int
+    devices: tuple[str, ...]
+    limits: Limits
+    tolerance: Tolerance
+    classes: tuple[ClassSpec, ...]
+    groups: tuple[GroupSpec, ...]
+    sha256: str
+
+    def class_spec(self, name: str) -> ClassSpec:
+        return next(spec for spec in self.classes if spec.name == name)
+
+    def groups_for(self, class_name: str) -> tuple[GroupSpec, ...]:
+        return tuple(g for g in self.groups if g.classes is None or class_name in g.classes)
+
+
+def resolve_assignment_path(id_or_path: str) -> Path:
+    candidate = Path(id_or_path)
+    if candidate.is_dir():
+        candidate = candidate / "assignment.yaml"
+    if candidate.is_file():
+        return candidate
+    bundled = ASSIGNMENTS_DIR / id_or_path / "assignment.yaml"
+    if "/" not in id_or_path and bundled.is_file():
+        return bundled
+    known = sorted(p.parent.name for p in ASSIGNMENTS_DIR.glob("*/assignment.yaml"))
+    raise ConfigError(f"no assignment {id_or_path!r} (not a file, folder or one of: {', '.join(known)})")
+
+
+def load_assignment(id_or_path: str = "conv2d") -> Assignment:
+    import hashlib
+
+    path = resolve_assignment_path(id_or_path)
+    raw_text = path.read_bytes()
+    try:
+        raw = yaml.safe_load(raw_text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path.name}: not valid YAML{where}") from None
+    top = _mapping(raw, "")
+    _only_keys(top, "", {"id", "title", "scaffold", "seed", "devices", "limits", "tolerance",
+                         "classes", "defaults", "groups"})
+    scaffold_name = _typed(top, "scaffold", str, "", required=True)
+    scaffold_path = path.parent / scaffold_name
+    if not scaffold_path.is_file():
+        raise ConfigError(f"scaffold: file {scaffold_name!r} not found beside {path.name}")
+    devices = _devices(top.get("devices", ["cpu"]), "devices")
+    defaults = _params(top.get("defaults", {}), "defaults", base={})
+    classes = tuple(_class_spec(name, body) for name, body in
+                    _mapping(top.get("classes"), "classes", required=True).items())
+    if not classes:
+        raise ConfigError("classes: at least one class is needed")
+    class_names = {c.name for c in classes}
+    groups = tuple(_group_spec(name, body, defaults, devices, class_names) for name, body in
+                   _mapping(top.get("groups"), "groups", required=True).items())
+    if not groups:
+        raise ConfigError("groups: at least one group is needed")
+    return Assignment(
+        id=_typed(top, "id", str, "", required=True),
+        title=_typed(top, "title", str, "", default=""),
+        path=path,
+        scaffold_source=scaffold_path.read_text(),
+        scaffold_name=scaffold_name,
+        seed=_typed(top, "seed", int, "", default=0),
+        devices=devices,
+        limits=_dataclass_from(Limits, top.get("limits", {}), "limits"),
+        tolerance=_dataclass_from(Tolerance, top.get("tolerance", {}), "tolerance"),
+        classes=classes,
+        groups=groups,
+        sha256=hashlib.sha256(raw_text + scaffold_path.read_bytes()).hexdigest(),
+    )
+
+
+def _class_spec(name: Any, body: Any) -> ClassSpec:
+    where = f"classes.{name}"
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ConfigError(f"{where}: class names must be Python identifiers")
+    body = _mapping(body, where)
+    _only_keys(body, where, {"points", "case_s"})
+    points = _number(body, "points", where, required=True)
+    case_s = _number(body, "case_s", where)
+    return ClassSpec(name=name, points=float(points), case_s=None if case_s is None else float(case_s))
+
+
+def _group_spec(name: Any, body: Any, defaults: dict, devices: tuple[str, ...],
+                class_names: set[str]) -> GroupSpec:
+    where = f"groups.{name}"
+    if not isinstance(name, str) or not name.replace("_", "a").isalnum():
+        raise ConfigError(f"{where}: group names are letters, digits and underscores")
+    body = _mapping(body, where)
+    _only_keys(body, where, {"description", "count", "weight", "hidden", "inputs", "params",
+                             "require", "classes", "devices"})
+    count = _typed(body, "count", int, where, required=True)
+    if count < 1:
+        raise ConfigError(f"{where}.count: must be at least 1")
+    weight = _number(body, "weight", where, default=1.0)
+    if weight < 0:
+        raise ConfigError(f"{where}.weight: must not be negative")
+    inputs = _typed(body, "inputs", str, where, default="random")
+    if inputs not in INPUT_KINDS:
+        raise ConfigError(f"{where}.inputs: must be one of {', '.join(INPUT_KINDS)}")
+    require = body.get("require", [])
+    if not isinstance(require, list) or any(r not in CONSTRAINTS for r in require):
+        raise ConfigError(f"{where}.require: a list of {', '.join(CONSTRAINTS)}")
+    classes = body.get("classes")
+    if classes is not None:
+        if not isinstance(classes, list) or any(c not in class_names for c in classes):
+            raise ConfigError(f"{where}.classes: a list of configured classes ({', '.join(sorted(class_names))})")
+        classes = tuple(classes)
+    params = _params(body.get("params", {}), f"{where}.params", base=defaults)
+    return GroupSpec(
+        name=name,
+        description=_typed(body, "description", str, where, default=""),
+        count=count,
+        weight=float(weight),
+        hidden=_typed(body, "hidden", bool, where, default=False),
+        inputs=inputs,
+        params=tuple((p, params[p]) for p in PARAM_NAMES),
+        require=tuple(require),
+        classes=classes,
+        devices=_devices(body["devices"], f"{where}.devices") if "devices" in body else devices,
+    )
+
+
+def _params(raw: Any, where: str, base: dict) -> dict:
+    raw = _mapping(raw, where)
+    _only_keys(raw, where, set(PARAM_NAMES))
+    params = dict(base)
+    for name, value in raw.items():
+        params[name] = _choices(name, value, f"{where}.{name}")
+    if not base:  # the defaults block must define every parameter
+        missing = [p for p in PARAM_NAMES if p not in params]
+        if missing:
+            raise ConfigError(f"{where}: missing {', '.join(missing)}")
+    return params
+
+
+def _choices(name: str, value: Any, where: str) -> tuple[Any, ...]:
+    """`3` is one value, `[1, 3]` a list of values, `"1..3"` an inclusive range."""
+    if name == "dtype":
+        values = value if isinstance(value, list) else [value]
+        if not values or any(v not in DTYPES for v in values):
+            raise ConfigError(f"{where}: one of {', '.join(DTYPES)} or a list of them")
+        return tuple(values)
+    if isinstance(value, str) and ".." in value:
+        low, _, high = value.partition("..")
+        try:
+            values = list(range(int(low), int(high) + 1))
+        except ValueError:
+            raise ConfigError(f"{where}: a range is written 'LOW..HIGH' with integers") from None
+    elif isinstance(value, list):
+        values = value
+    else:
+        values = [value]
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+        raise ConfigError(f"{where}: an integer, a list of integers or 'LOW..HIGH'")
+    if min(values) < INT_PARAM_MINIMUM[name]:
+        raise ConfigError(f"{where}: values must be at least {INT_PARAM_MINIMUM[name]}")
+    return tuple(values)
+
+
+def _devices(raw: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not raw or any(d not in DEVICES for d in raw):
+        raise ConfigError(f"{where}: a list of {', '.join(DEVICES)}")
+    return tuple(raw)
+
+
+def _dataclass_from(cls: type, raw: Any, where: str):
+    raw = _mapping(raw, where)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _only_keys(raw, where, set(fields))
+    values = {}
+    for key, value in raw.items():
+        number = _number(raw, key, where)
+        if number <= 0:
+            raise ConfigError(f"{where}.{key}: must be positive")
+        values[key] = int(number) if fields[key].type == "int" else float(number)
+    return cls(**values)
+
+
+def _mapping(raw: Any, where: str, required: bool = False) -> dict:
+    if raw is None and not required:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'top level'}: expected a mapping")
+    return raw
+
+
+def _only_keys(raw: Mapping, where: str, allowed: set[str]) -> None:
+    for key in raw:
+        if key not in allowed:
+            prefix = f"{where}." if where else ""
+            raise ConfigError(f"{prefix}{key}: unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def _typed(raw: Mapping, key: str, kind: type, where: str, required: bool = False, default: Any = None):
+    prefix = f"{where}." if where else ""
+    if key not in raw:
+        if required:
+            raise ConfigError(f"{prefix}{key}: missing")
+        return default
+    value = raw[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{prefix}{key}: expected {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _number(raw: Mapping, key: str, where: str, required: bool = False, default: Any = None):
+    if key not in raw:
+        if required:
+            raise ConfigError(f"{where}.{key}: missing")
+        return default
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}.{key}: expected a number, got {type(value).__name__}")
+    return value

@@ -1,0 +1,81 @@
+"""The pipeline end to end: load -> build cases -> run in a worker -> compare -> score.
+
+Returns a GradeReport; writing and rendering it are report.py's and render.py's.
+"""
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .cases import Case, build_cases
+from .config import Assignment
+from .errors import EnvironmentUnavailable, UsageError
+from .runner import LoadOutcome, run_submission
+from .score import ClassReport, class_reports
+from .submission import Submission, load_submission
+
+
+@dataclass(frozen=True)
+class GradeReport:
+    assignment: Assignment
+    submission: Submission
+    seed: int
+    devices: tuple[str, ...]
+    only_case: str | None
+    classes: tuple[ClassReport, ...]
+    load: LoadOutcome
+    protections: tuple[tuple[str, str], ...]
+    environment: tuple[tuple[str, str], ...]
+    worker_restarts: int
+    duration_s: float
+
+    @property
+    def score(self) -> float:
+        return round(sum(c.score for c in self.classes), 4)
+
+    @property
+    def max_score(self) -> float:
+        return round(sum(c.max_score for c in self.classes), 4)
+
+
+def resolve_devices(requested: str, assignment: Assignment) -> tuple[tuple[str, ...], bool]:
+    """The devices to build cases for, and whether CUDA can actually run them."""
+    cuda_available = torch.cuda.is_available()
+    if requested == "auto":
+        return assignment.devices, cuda_available
+    if requested not in ("cpu", "cuda"):
+        raise UsageError(f"--device must be cpu, cuda or auto, not {requested!r}")
+    if requested == "cuda" and not cuda_available:
+        raise EnvironmentUnavailable("--device cuda: CUDA is not available on this machine")
+    return (requested,), cuda_available
+
+
+def grade(submission_path: Path, assignment: Assignment, seed: int | None = None,
+          device: str = "auto", only_case: str | None = None,
+          extra_hidden: list[Path] | None = None) -> GradeReport:
+    started = time.monotonic()
+    seed = assignment.seed if seed is None else seed
+    devices, cuda_available = resolve_devices(device, assignment)
+    submission = load_submission(submission_path)
+    cases: tuple[Case, ...] = build_cases(assignment, seed, devices, only_case)
+    worker_run = run_submission(assignment, submission, cases, cuda_available, extra_hidden or [])
+    classes = class_reports(assignment, submission, worker_run, cases)
+    return GradeReport(
+        assignment=assignment, submission=submission, seed=seed, devices=devices, only_case=only_case,
+        classes=classes, load=worker_run.load, protections=worker_run.protections,
+        environment=environment_summary(cuda_available), worker_restarts=worker_run.restarts,
+        duration_s=round(time.monotonic() - started, 3))
+
+
+def environment_summary(cuda_available: bool) -> tuple[tuple[str, str], ...]:
+    devices = ["cpu"]
+    if cuda_available:
+        devices.append(f"cuda ({torch.cuda.get_device_name(0)})")
+    return (("grader", __version__), ("python", platform.python_version()), ("torch", torch.__version__),
+            ("platform", f"{sys.platform}-{platform.machine()}"), ("devices", ", ".join(devices)))

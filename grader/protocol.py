@@ -1,0 +1,150 @@
+"""Messages between the grader and its worker: a JSON header plus raw tensor bytes.
+
+Nothing here ever unpickles: tensors cross as (dtype, shape, bytes) and are
+rebuilt as plain tensors, so a student's object cannot run code in the grader.
+This module imports only the standard library and torch, because the worker
+imports it too.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import struct
+import time
+
+import torch
+
+HEADER_LIMIT = 1 << 20          # a header bigger than this is a broken or hostile worker
+PAYLOAD_LIMIT = 512 << 20       # no graded output comes near this
+LENGTHS = struct.Struct(">II")  # header length, payload length
+
+WIRE_DTYPES = {
+    "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
+    "float64": torch.float64, "complex64": torch.complex64, "complex128": torch.complex128,
+    "int8": torch.int8, "uint8": torch.uint8, "int16": torch.int16, "int32": torch.int32,
+    "int64": torch.int64, "bool": torch.bool,
+}
+DTYPE_NAMES = {dtype: name for name, dtype in WIRE_DTYPES.items()}
+
+
+class ProtocolError(Exception):
+    """The other side sent something that is not a well-formed message."""
+
+
+class ChannelTimeout(Exception):
+    pass
+
+
+class ChannelClosed(Exception):
+    pass
+
+
+def tensor_to_wire(tensor: torch.Tensor) -> tuple[dict, bytes]:
+    """A plain CPU copy of the tensor's data, whatever subclass or device it had."""
+    plain = torch.Tensor.as_subclass(tensor, torch.Tensor).detach()
+    if plain.dtype not in DTYPE_NAMES:
+        raise TypeError(f"tensor dtype {plain.dtype} cannot be graded")
+    plain = plain.to("cpu").contiguous()
+    raw = plain.reshape(-1).view(torch.uint8).numpy().tobytes() if plain.numel() else b""
+    return {"dtype": DTYPE_NAMES[plain.dtype], "shape": list(plain.shape)}, raw
+
+
+def tensor_from_wire(spec: dict, raw: bytes) -> torch.Tensor:
+    dtype = WIRE_DTYPES.get(spec.get("dtype"))
+    shape = spec.get("shape")
+    if dtype is None or not isinstance(shape, list) or \
+            not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        raise ProtocolError("malformed tensor spec")
+    count = 1
+    for n in shape:
+        count *= n
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    if count * itemsize != len(raw):
+        raise ProtocolError("tensor byte count does not match its shape")
+    if count == 0:
+        return torch.empty(shape, dtype=dtype)
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(dtype).reshape(shape).clone()
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """Identifies a tensor's exact contents, so the grader can tell whether a layer mutated it."""
+    import hashlib
+
+    spec, raw = tensor_to_wire(tensor)
+    return hashlib.sha256(json.dumps(spec).encode() + raw).hexdigest()
+
+
+class Channel:
+    """One direction-pair of pipes carrying framed messages."""
+
+    def __init__(self, read_fd: int, write_fd: int):
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+
+    def send(self, header: dict, tensors: dict[str, torch.Tensor] | None = None) -> None:
+        blobs = []
+        if tensors:
+            specs = {}
+            for name, tensor in tensors.items():
+                spec, raw = tensor_to_wire(tensor)
+                spec["nbytes"] = len(raw)
+                specs[name] = spec
+                blobs.append(raw)
+            header = dict(header, tensors=specs)
+        encoded = json.dumps(header).encode()
+        payload = b"".join(blobs)
+        self._write_all(LENGTHS.pack(len(encoded), len(payload)) + encoded + payload)
+
+    def receive(self, deadline: float | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+        header_len, payload_len = LENGTHS.unpack(self._read_exactly(LENGTHS.size, deadline))
+        if header_len > HEADER_LIMIT or payload_len > PAYLOAD_LIMIT:
+            raise ProtocolError(f"message too large ({header_len} + {payload_len} bytes)")
+        try:
+            header = json.loads(self._read_exactly(header_len, deadline))
+        except ValueError:
+            raise ProtocolError("header is not JSON") from None
+        if not isinstance(header, dict):
+            raise ProtocolError("header is not an object")
+        payload = self._read_exactly(payload_len, deadline)
+        tensors = {}
+        specs = header.pop("tensors", {}) or {}
+        if not isinstance(specs, dict):
+            raise ProtocolError("tensors is not an object")
+        offset = 0
+        for name, spec in specs.items():
+            if not isinstance(spec, dict) or not isinstance(spec.get("nbytes"), int) or spec["nbytes"] < 0:
+                raise ProtocolError("malformed tensor spec")
+            end = offset + spec["nbytes"]
+            if end > len(payload):
+                raise ProtocolError("tensor bytes run past the payload")
+            tensors[name] = tensor_from_wire(spec, payload[offset:end])
+            offset = end
+        return header, tensors
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self.write_fd, view)
+            except BrokenPipeError:
+                raise ChannelClosed("the other side closed the channel") from None
+            view = view[written:]
+
+    def _read_exactly(self, size: int, deadline: float | None) -> bytes:
+        chunks = []
+        remaining = size
+        while remaining:
+            if deadline is not None:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    raise ChannelTimeout()
+                ready, _, _ = select.select([self.read_fd], [], [], wait)
+                if not ready:
+                    raise ChannelTimeout()
+            chunk = os.read(self.read_fd, min(remaining, 1 << 20))
+            if not chunk:
+                raise ChannelClosed("the other side closed the channel")
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)

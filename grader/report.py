@@ -1,0 +1,112 @@
+"""The JSON report: the product's main output, versioned and schema-checked.
+
+Everything a person or a tool sees is rendered from `report_to_dict`, so the
+terminal table, the JSON and later exports cannot disagree.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .pipeline import GradeReport
+from .score import CASE_STATUSES, CaseResult, ClassReport
+
+SCHEMA_VERSION = "1.0"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "report.schema.json"
+
+
+def report_to_dict(report: GradeReport) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "assignment": {"id": report.assignment.id, "title": report.assignment.title,
+                       "sha256": report.assignment.sha256},
+        "submission": {"path": str(report.submission.path), "sha256": report.submission.sha256,
+                       "kind": report.submission.kind},
+        "seed": report.seed,
+        "devices": list(report.devices),
+        "only_case": report.only_case,
+        "score": report.score,
+        "max_score": report.max_score,
+        "classes": {c.name: _class_dict(c) for c in report.classes},
+        "load": _load_dict(report),
+        "environment": dict(report.environment) | {"protections": dict(report.protections),
+                                                   "worker_restarts": report.worker_restarts},
+        "duration_s": report.duration_s,
+    }
+
+
+def _class_dict(report: ClassReport) -> dict:
+    return {
+        "status": report.status,
+        "score": report.score,
+        "max_score": report.max_score,
+        "message": report.message,
+        "violations": list(report.violations),
+        "groups": [{"name": g.name, "description": g.description, "hidden": g.hidden, "weight": g.weight,
+                    **{status: g.count(status) for status in CASE_STATUSES}} for g in report.groups],
+        "cases": [_case_dict(r) for r in report.cases],
+    }
+
+
+def _case_dict(result: CaseResult) -> dict:
+    case, comparison, run = result.case, result.comparison, result.run
+    p = case.params
+    return {
+        "id": case.id,
+        "group": case.group,
+        "device": case.device,
+        "hidden": case.hidden,
+        "params": {"batch": p.batch, "in_channels": p.in_channels, "out_channels": p.out_channels,
+                   "height": p.height, "width": p.width, "kernel_size": p.kernel_size, "stride": p.stride,
+                   "padding": p.padding, "dilation": p.dilation, "dtype": p.dtype},
+        "status": result.status,
+        "message": result.message,
+        "expected_shape": list(comparison.expected_shape),
+        "actual_shape": None if comparison.actual_shape is None else list(comparison.actual_shape),
+        "max_abs_error": comparison.max_abs_error,
+        "first_mismatch": None if comparison.first_mismatch is None else list(comparison.first_mismatch),
+        "returned_type": run.returned_type,
+        "error": None if run.error is None else {"type": run.error.type, "message": run.error.message,
+                                                  "location": run.error.location,
+                                                  "traceback": run.error.traceback},
+        "stdout_tail": run.stdout_tail,
+        "duration_s": round(run.duration_s, 6),
+    }
+
+
+def _load_dict(report: GradeReport) -> dict:
+    return {
+        "units_kept": len(report.submission.units),
+        "skipped": [{"cell": n.cell, "line": n.line, "kind": n.kind, "message": n.message}
+                    for n in report.submission.notes],
+        "errors": [{"cell": _cell_number(f.filename), "line": f.line, "type": f.error.type,
+                    "message": f.error.message, "location": f.error.location}
+                   for f in report.load.failures],
+        "fatal": report.load.fatal,
+        "stdout_tail": report.load.stdout_tail,
+    }
+
+
+def _cell_number(filename: str) -> int | None:
+    return int(filename.split()[1]) if filename.startswith("cell ") else None
+
+
+def write_json_atomically(data: dict, path: Path) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a report,
+    and whatever was at `path` before (even a forged report) is replaced."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(data, stream, indent=2)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise

@@ -1,0 +1,120 @@
+"""Turn case runs into verdicts and points.
+
+A class's points are split between its case groups by weight; within a group,
+the share earned is the fraction of its counted cases that passed. Skipped
+cases (CUDA on a machine without it) count neither for nor against; an
+unsupported case (padding= or dilation= refused) earns nothing but is reported
+apart from a wrong answer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .cases import Case
+from .compare import Comparison, compare
+from .config import Assignment
+from .runner import CaseRun, LoadOutcome, WorkerRun
+from .submission import Submission
+
+CASE_STATUSES = ("passed", "failed", "error", "timeout", "unsupported", "skipped")
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    case: Case
+    class_name: str
+    status: str
+    message: str
+    comparison: Comparison
+    run: CaseRun
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    name: str
+    description: str
+    hidden: bool
+    weight: float
+    counts: tuple[tuple[str, int], ...]    # (status, count) for every CASE_STATUSES entry
+
+    def count(self, status: str) -> int:
+        return dict(self.counts)[status]
+
+    @property
+    def counted(self) -> int:
+        return sum(n for status, n in self.counts if status != "skipped")
+
+
+@dataclass(frozen=True)
+class ClassReport:
+    name: str
+    status: str                 # graded, missing, load_error
+    score: float
+    max_score: float
+    message: str
+    violations: tuple[str, ...]
+    groups: tuple[GroupSummary, ...]
+    cases: tuple[CaseResult, ...]
+
+    def first_failure(self, include_hidden: bool = True) -> CaseResult | None:
+        for result in self.cases:
+            if result.status not in ("passed", "skipped") and (include_hidden or not result.case.hidden):
+                return result
+        return None
+
+
+def judge(run: CaseRun, assignment: Assignment) -> CaseResult:
+    comparison = compare(run, assignment.tolerance)
+    return CaseResult(case=run.case, class_name=run.class_name, status=comparison.verdict,
+                      message=comparison.message, comparison=comparison, run=run)
+
+
+def class_reports(assignment: Assignment, submission: Submission, worker_run: WorkerRun,
+                  cases: tuple[Case, ...]) -> tuple[ClassReport, ...]:
+    reports = []
+    for spec in assignment.classes:
+        status, message = _class_status(spec.name, worker_run.load, submission)
+        results = tuple(judge(run, assignment) for run in worker_run.runs if run.class_name == spec.name)
+        groups = _group_summaries(assignment, spec.name, results) if status == "graded" else ()
+        score = _points(spec.points, groups) if status == "graded" else 0.0
+        reports.append(ClassReport(name=spec.name, status=status, score=score, max_score=spec.points,
+                                   message=message, violations=(), groups=groups, cases=results))
+    return tuple(reports)
+
+
+def _class_status(name: str, load: LoadOutcome, submission: Submission) -> tuple[str, str]:
+    if load.fatal is not None:
+        return "load_error", load.fatal
+    state = load.state(name)
+    if state == "class":
+        return "graded", ""
+    defining = {u.index for u in submission.units if name in u.defines}
+    for failure in load.failures:
+        if failure.index in defining:
+            where = f"{failure.filename}, line {failure.line}"
+            return "load_error", f"its definition failed ({where}): {failure.error.message}"
+    if state == "missing":
+        skipped_hint = ""
+        if any(name in note.message for note in submission.notes):
+            skipped_hint = " (a statement mentioning it was skipped while loading)"
+        return "missing", f"no {name} defined in the submission{skipped_hint}"
+    return "load_error", f"{name} is {state}"
+
+
+def _group_summaries(assignment: Assignment, class_name: str,
+                     results: tuple[CaseResult, ...]) -> tuple[GroupSummary, ...]:
+    summaries = []
+    for group in assignment.groups_for(class_name):
+        in_group = [r for r in results if r.case.group == group.name]
+        counts = tuple((status, sum(1 for r in in_group if r.status == status)) for status in CASE_STATUSES)
+        summaries.append(GroupSummary(name=group.name, description=group.description, hidden=group.hidden,
+                                      weight=group.weight, counts=counts))
+    return tuple(summaries)
+
+
+def _points(points: float, groups: tuple[GroupSummary, ...]) -> float:
+    weights = sum(g.weight for g in groups if g.counted)
+    if weights == 0:
+        return 0.0
+    earned = sum(g.weight * g.count("passed") / g.counted for g in groups if g.counted)
+    return round(points * earned / weights, 4)

@@ -1,0 +1,221 @@
+"""Turn a submitted notebook or module into the definitions the worker will run.
+
+Parsing only: nothing from the submission is executed here. A notebook is a
+source of definitions, not a script to replay, so only top-level statements that
+define things are kept; everything else is recorded as skipped, with its cell
+and line, so the report can say what was left out and why.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+
+KINDS = {".ipynb": "notebook", ".py": "module"}
+
+
+@dataclass(frozen=True)
+class CodeUnit:
+    """One kept top-level statement, with where it came from."""
+    index: int
+    cell: int | None        # notebook cell number (1-based, counting all cells), None for modules
+    line: int               # first line of the statement within its cell or module
+    source: str             # the statement's Python source (after IPython syntax is translated)
+    filename: str           # what tracebacks show, e.g. "cell 7" or "submission.py"
+    defines: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LoadNote:
+    """Something left out of the submission while loading, and why."""
+    cell: int | None
+    line: int | None
+    kind: str               # syntax_error, skipped_statement, skipped_magic, unreadable
+    message: str
+
+
+@dataclass(frozen=True)
+class Submission:
+    path: Path
+    kind: str
+    sha256: str
+    units: tuple[CodeUnit, ...]
+    notes: tuple[LoadNote, ...]
+
+    def source_of(self, name: str) -> str | None:
+        """The source of the last unit that defines `name` (the one that wins)."""
+        defining = [u for u in self.units if name in u.defines]
+        return defining[-1].source if defining else None
+
+
+def load_submission(path: Path) -> Submission:
+    if not path.is_file():
+        raise UsageError(f"submission {str(path)!r} not found")
+    kind = KINDS.get(path.suffix.lower())
+    if kind is None:
+        raise UsageError(f"submission {path.name!r}: expected a .ipynb notebook or a .py module")
+    data = path.read_bytes()
+    sha256 = hashlib.sha256(data).hexdigest()
+    if kind == "module":
+        cells = [(None, _decode(data))]
+        notes: list[LoadNote] = []
+    else:
+        cells, notes = _notebook_cells(data)
+    units: list[CodeUnit] = []
+    for cell_number, source in cells:
+        if source is None:
+            continue
+        _collect_units(cell_number, source, path.name, units, notes)
+    return Submission(path=path, kind=kind, sha256=sha256, units=tuple(units), notes=tuple(notes))
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def _notebook_cells(data: bytes) -> tuple[list[tuple[int, str]], list[LoadNote]]:
+    import nbformat
+
+    try:
+        notebook = nbformat.reads(_decode(data), as_version=4)
+    except Exception as exc:  # nbformat raises several unrelated types for bad files
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return [], [LoadNote(cell=None, line=None, kind="unreadable",
+                             message=f"not a readable notebook: {reason[:200]}")]
+    cells = []
+    for number, cell in enumerate(notebook.get("cells", []), start=1):
+        if cell.get("cell_type") == "code":
+            source = cell.get("source", "")
+            cells.append((number, source if isinstance(source, str) else "".join(source)))
+    return cells, []
+
+
+def _translate_ipython(source: str) -> str:
+    """IPython syntax (%magic, %%cell magic, !shell, x = !cmd) to plain Python calls."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    try:
+        return TransformerManager().transform_cell(source)
+    except Exception:  # a cell IPython cannot transform is reported as a syntax error below
+        return source
+
+
+# Cell magics whose body is ordinary Python that the cell also defines things with.
+TRANSPARENT_CELL_MAGICS = ("%%time", "%%timeit", "%%capture")
+
+
+def _collect_units(cell: int | None, raw_source: str, module_name: str,
+                   units: list[CodeUnit], notes: list[LoadNote]) -> None:
+    line_offset = 0
+    if cell is not None:
+        first, _, body = raw_source.partition("\n")
+        if first.split(" ")[0].strip() in TRANSPARENT_CELL_MAGICS:
+            notes.append(LoadNote(cell=cell, line=1, kind="skipped_magic",
+                                  message=f"cell magic {first.strip()[:40]}: only its body's definitions are kept"))
+            raw_source = body
+            line_offset = 1
+    source = _translate_ipython(raw_source) if cell is not None else raw_source
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        where = f"cell {cell}" if cell is not None else module_name
+        line = (exc.lineno or 1) + line_offset
+        notes.append(LoadNote(cell=cell, line=line, kind="syntax_error",
+                              message=f"{where} does not parse (line {line}: {exc.msg}); "
+                                      "its definitions are skipped"))
+        return
+    for statement in tree.body:
+        segment = ast.get_source_segment(source, statement) or ast.unparse(statement)
+        line = statement.lineno + line_offset
+        reason = _skip_reason(statement)
+        if reason == "bare expression":
+            continue  # docstrings and string "comments" are not worth a note
+        if reason is not None:
+            kind = "skipped_magic" if _is_ipython_call(statement) else "skipped_statement"
+            notes.append(LoadNote(cell=cell, line=line, kind=kind,
+                                  message=f"{reason}: {_first_line(segment)}"))
+            continue
+        units.append(CodeUnit(
+            index=len(units), cell=cell, line=line, source=segment,
+            filename=f"cell {cell}" if cell is not None else module_name,
+            defines=tuple(sorted(_defined_names(statement))),
+        ))
+
+
+def _first_line(segment: str) -> str:
+    line = segment.strip().splitlines()[0] if segment.strip() else ""
+    return line if len(line) <= 80 else line[:77] + "..."
+
+
+DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def _skip_reason(statement: ast.stmt) -> str | None:
+    if isinstance(statement, DEFINITIONS):
+        return None
+    if isinstance(statement, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        if _is_ipython_call(statement):
+            return "shell or magic output assignment"
+        return None
+    if isinstance(statement, (ast.If, ast.Try)) and not _is_main_guard(statement):
+        blocks = _child_blocks(statement)
+        if all(_skip_reason(inner) is None for block in blocks for inner in block):
+            return None
+        return "block that does more than define names"
+    if isinstance(statement, ast.Expr):
+        if _is_ipython_call(statement):
+            return "IPython magic or shell command"
+        if isinstance(statement.value, ast.Constant):
+            return "bare expression"
+        return "expression (calls and prints are not definitions)"
+    if _is_main_guard(statement):
+        return "`if __name__ == '__main__'` block"
+    return f"{type(statement).__name__.lower()} statement"
+
+
+def _child_blocks(statement: ast.stmt) -> list[list[ast.stmt]]:
+    if isinstance(statement, ast.If):
+        return [statement.body, statement.orelse]
+    blocks = [statement.body, statement.orelse, statement.finalbody]
+    blocks.extend(handler.body for handler in statement.handlers)
+    return blocks
+
+
+def _is_main_guard(statement: ast.stmt) -> bool:
+    return isinstance(statement, ast.If) and "__name__" in ast.unparse(statement.test)
+
+
+def _is_ipython_call(statement: ast.stmt) -> bool:
+    """True for what IPython's transformer makes of %magic, %%magic and !shell."""
+    value = getattr(statement, "value", None)
+    return (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and isinstance(value.func.value, ast.Call)
+            and isinstance(value.func.value.func, ast.Name)
+            and value.func.value.func.id == "get_ipython")
+
+
+def _defined_names(statement: ast.stmt) -> set[str]:
+    names: set[str] = set()
+    if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        names.add(statement.name)
+    elif isinstance(statement, (ast.Import, ast.ImportFrom)):
+        for alias in statement.names:
+            names.add((alias.asname or alias.name).split(".")[0])
+    elif isinstance(statement, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+        for target in targets:
+            names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+    elif isinstance(statement, (ast.If, ast.Try)):
+        for block in _child_blocks(statement):
+            for inner in block:
+                names.update(_defined_names(inner))
+    return names
+
+
+def submission_summary(submission: Submission) -> dict:
+    """What the report says about the file itself."""
+    return {"path": str(submission.path), "sha256": submission.sha256, "kind": submission.kind}
+

@@ -1,0 +1,249 @@
+"""The only process that runs submission code.
+
+Started by runner.py with a sandbox spec; it confines itself, imports torch,
+then answers requests on two pipes: `load` (run the scaffold and the kept
+definitions), `run` (grade one case: construct, set_kernel, call) and `exit`.
+It never sees an expected output: it returns what the student's code produced,
+as plain tensor data, and the grader decides.
+"""
+from __future__ import annotations
+
+import builtins
+import inspect
+import json
+import linecache
+import os
+import random
+import signal
+import sys
+import time
+import traceback
+
+TRACEBACK_LIMIT = 1500
+MAX_OUTPUT_ELEMENTS = 50_000_000
+
+
+class StatementTimeout(BaseException):
+    """Raised by the alarm in a top-level statement that runs too long (not an Exception,
+    so a student's `except Exception` does not swallow it)."""
+
+
+def main(spec_json: str) -> None:
+    from grader import sandbox
+
+    spec = json.loads(spec_json)
+    protections = sandbox.confine(spec)
+    import torch
+
+    from grader.protocol import Channel
+    torch.set_num_threads(1)
+    channel = Channel(spec["request_fd"], spec["response_fd"])
+    if spec.get("cuda"):
+        torch.zeros(1, device="cuda").sum().item()  # pay CUDA's start-up before any case's clock
+    channel.send({"event": "ready", "pid": os.getpid(), "protections": protections})
+    worker = Worker(channel)
+    while True:
+        header, tensors = channel.receive()
+        op = header.get("op")
+        if op == "load":
+            worker.load(header)
+        elif op == "run":
+            worker.run(header, tensors)
+        else:
+            break
+    _flush_output()
+    os._exit(0)
+
+
+class Worker:
+    def __init__(self, channel):
+        self.channel = channel
+        self.namespace: dict = {}
+        self.filenames: set[str] = set()
+
+    def load(self, request: dict) -> None:
+        self.namespace = {"__name__": "submission", "__builtins__": builtins}
+        exec(compile(request["scaffold"], request["scaffold_name"], "exec"), self.namespace)
+        skip = set(request.get("skip_units", []))
+        for unit in request["units"]:
+            if unit["index"] in skip:
+                continue
+            self._remember_source(unit)
+            self.channel.send({"event": "unit_start", "index": unit["index"]})
+            error = self._run_unit(unit, request["statement_s"])
+            _flush_output()
+            self.channel.send({"event": "unit_done", "index": unit["index"], "error": error})
+        classes = {}
+        for name in request["classes"]:
+            value = self.namespace.get(name)
+            classes[name] = "missing" if value is None else ("class" if isinstance(value, type) else
+                                                              f"not a class ({type(value).__name__})")
+        self.channel.send({"event": "loaded", "classes": classes})
+
+    def _remember_source(self, unit: dict) -> None:
+        # So tracebacks quote the student's line, as they would in Jupyter.
+        filename = unit["filename"]
+        self.filenames.add(filename)
+        lines = list(linecache.cache.get(filename, (0, None, [], filename))[2])
+        first = unit["line"] - 1
+        body = unit["source"].splitlines(keepends=True)
+        lines.extend([""] * max(0, first + len(body) - len(lines)))
+        lines[first:first + len(body)] = [line if line.endswith("\n") else line + "\n" for line in body]
+        linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
+
+    def _run_unit(self, unit: dict, time_limit: float):
+        def on_alarm(signum, frame):
+            raise StatementTimeout()
+
+        code = "\n" * (unit["line"] - 1) + unit["source"]
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, time_limit)
+        try:
+            exec(compile(code, unit["filename"], "exec"), self.namespace)
+            return None
+        except StatementTimeout:
+            return {"type": "Timeout", "message": f"took longer than {time_limit:g} s; skipped",
+                    "location": None, "traceback": ""}
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt are the student's too
+            return self._describe(exc)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+    def run(self, request: dict, tensors: dict) -> None:
+        import torch
+
+        response = {"event": "result", "case": request["case"], "class": request["class"]}
+        try:
+            response.update(self._run_case(request, tensors))
+        except BaseException as exc:
+            response.update(status="error", error=self._describe(exc))
+        _flush_output()
+        self.channel.send({k: v for k, v in response.items() if k != "output"},
+                          {"output": response["output"]} if "output" in response else None)
+        del torch
+
+    def _run_case(self, request: dict, tensors: dict) -> dict:
+        import torch
+
+        from grader.protocol import tensor_digest
+
+        cls = self.namespace.get(request["class"])
+        params = request["params"]
+        device = request["device"]
+        _seed_everything(request["seed"])
+        if device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        data = tensors["input"].to(device)
+        kernel = tensors["kernel"].to(device)
+        args = (params["in_channels"], params["out_channels"], params["kernel_size"], params["stride"])
+        keywords = request["keywords"]
+        if keywords and not _accepts(cls, args, keywords):
+            return {"status": "unsupported",
+                    "message": f"the constructor does not accept {', '.join(keywords)}="}
+        started = time.perf_counter()
+        try:
+            layer = cls(*args, **keywords)
+        except TypeError as exc:
+            if keywords and "keyword" in str(exc):
+                return {"status": "unsupported", "message": f"the constructor rejects {', '.join(keywords)}=: {exc}"}
+            raise
+        layer.set_kernel(kernel)
+        result = layer(data)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        duration = time.perf_counter() - started
+        response = {"status": "returned", "duration_s": duration,
+                    "returned_type": _type_name(result), "returned_kind": _kind(result),
+                    "input_sha256": tensor_digest(data), "kernel_sha256": tensor_digest(kernel)}
+        output = _as_tensor(result)
+        if output is not None:
+            if output.numel() > MAX_OUTPUT_ELEMENTS:
+                response["message"] = f"output has {output.numel()} elements; not graded"
+            else:
+                response["output"] = output
+                response["output_device"] = str(result.device) if isinstance(result, torch.Tensor) else "cpu"
+        return response
+
+    def _describe(self, exc: BaseException) -> dict:
+        frames = traceback.extract_tb(exc.__traceback__)
+        location = None
+        for frame in reversed(frames):
+            if frame.filename in self.filenames:
+                location = {"filename": frame.filename, "line": frame.lineno, "code": (frame.line or "").strip()}
+                break
+        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        formatted = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return {"type": type(exc).__name__, "message": text[:500], "location": location,
+                "traceback": formatted[-TRACEBACK_LIMIT:]}
+
+
+def _accepts(cls, args: tuple, keywords: dict) -> bool:
+    try:
+        inspect.signature(cls).bind(*args, **keywords)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to inspect: let the call decide
+        return True
+    return True
+
+
+def _as_tensor(result):
+    """The returned value's data as a tensor, when it has numeric data; None otherwise."""
+    import torch
+
+    if isinstance(result, torch.Tensor):
+        return result
+    try:
+        import numpy
+        if isinstance(result, numpy.ndarray) and result.dtype.kind in "biufc":
+            return torch.from_numpy(numpy.ascontiguousarray(result))
+    except ImportError:
+        pass
+    if isinstance(result, (list, tuple)):
+        try:
+            return torch.tensor(result)
+        except Exception:
+            return None
+    return None
+
+
+def _kind(value) -> str:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return "tensor" if type(value) in (torch.Tensor, torch.nn.Parameter) else "tensor_subclass"
+    if type(value).__name__ == "ndarray":
+        return "ndarray"
+    return "sequence" if isinstance(value, (list, tuple)) else "other"
+
+
+def _type_name(value) -> str:
+    kind = type(value)
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+
+
+def _seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy
+        numpy.random.seed(seed)
+    except ImportError:
+        pass
+
+
+def _flush_output() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,1 @@
+"""Reference solutions the grader checks submissions against."""
