@@ -46,11 +46,22 @@ class Tolerance:
     abs_floor: float = 16.0
 
 
+# aten operators that compute a convolution or an im2col for the student, by
+# overload-packet name (what a dispatch mode sees, whichever Python name reached it).
+DEFAULT_FORBIDDEN_OPERATORS = (
+    "convolution", "_convolution", "conv2d", "cudnn_convolution", "mkldnn_convolution",
+    "miopen_convolution", "_slow_conv2d_forward", "thnn_conv2d", "slow_conv_dilated2d",
+    "_nnpack_spatial_convolution", "conv_depthwise2d", "_conv_depthwise2d", "im2col", "col2im",
+)
+VIOLATION_PENALTIES = ("zero", "none")
+
+
 @dataclass(frozen=True)
 class ClassSpec:
     name: str
     points: float
     case_s: float | None = None
+    forbidden_operators: tuple[str, ...] = DEFAULT_FORBIDDEN_OPERATORS
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,7 @@ class Assignment:
     classes: tuple[ClassSpec, ...]
     groups: tuple[GroupSpec, ...]
     sha256: str
+    violation_penalty: str = "zero"
 
     def class_spec(self, name: str) -> ClassSpec:
         return next(spec for spec in self.classes if spec.name == name)
@@ -119,14 +131,19 @@ def load_assignment(id_or_path: str = "conv2d") -> Assignment:
         raise ConfigError(f"{path.name}: not valid YAML{where}") from None
     top = _mapping(raw, "")
     _only_keys(top, "", {"id", "title", "scaffold", "seed", "devices", "limits", "tolerance",
-                         "classes", "defaults", "groups"})
+                         "classes", "defaults", "groups", "forbidden_operators", "violation_penalty"})
     scaffold_name = _typed(top, "scaffold", str, "", required=True)
     scaffold_path = path.parent / scaffold_name
     if not scaffold_path.is_file():
         raise ConfigError(f"scaffold: file {scaffold_name!r} not found beside {path.name}")
     devices = _devices(top.get("devices", ["cpu"]), "devices")
     defaults = _params(top.get("defaults", {}), "defaults", base={})
-    classes = tuple(_class_spec(name, body) for name, body in
+    forbidden = _operator_list(top.get("forbidden_operators", list(DEFAULT_FORBIDDEN_OPERATORS)),
+                               "forbidden_operators")
+    penalty = _typed(top, "violation_penalty", str, "", default="zero")
+    if penalty not in VIOLATION_PENALTIES:
+        raise ConfigError(f"violation_penalty: one of {', '.join(VIOLATION_PENALTIES)}")
+    classes = tuple(_class_spec(name, body, forbidden) for name, body in
                     _mapping(top.get("classes"), "classes", required=True).items())
     if not classes:
         raise ConfigError("classes: at least one class is needed")
@@ -148,18 +165,32 @@ def load_assignment(id_or_path: str = "conv2d") -> Assignment:
         classes=classes,
         groups=groups,
         sha256=hashlib.sha256(raw_text + scaffold_path.read_bytes()).hexdigest(),
+        violation_penalty=penalty,
     )
 
 
-def _class_spec(name: Any, body: Any) -> ClassSpec:
+def _class_spec(name: Any, body: Any, forbidden: tuple[str, ...]) -> ClassSpec:
     where = f"classes.{name}"
     if not isinstance(name, str) or not name.isidentifier():
         raise ConfigError(f"{where}: class names must be Python identifiers")
     body = _mapping(body, where)
-    _only_keys(body, where, {"points", "case_s"})
+    _only_keys(body, where, {"points", "case_s", "forbidden_operators"})
     points = _number(body, "points", where, required=True)
+    if points < 0:
+        raise ConfigError(f"{where}.points: must not be negative")
     case_s = _number(body, "case_s", where)
-    return ClassSpec(name=name, points=float(points), case_s=None if case_s is None else float(case_s))
+    if case_s is not None and case_s <= 0:
+        raise ConfigError(f"{where}.case_s: must be positive")
+    if "forbidden_operators" in body:
+        forbidden = _operator_list(body["forbidden_operators"], f"{where}.forbidden_operators")
+    return ClassSpec(name=name, points=float(points), case_s=None if case_s is None else float(case_s),
+                     forbidden_operators=forbidden)
+
+
+def _operator_list(raw: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(raw, list) or any(not isinstance(op, str) or not op for op in raw):
+        raise ConfigError(f"{where}: a list of aten operator names (e.g. convolution, im2col)")
+    return tuple(op.removeprefix("aten.") for op in raw)
 
 
 def _group_spec(name: Any, body: Any, defaults: dict, devices: tuple[str, ...],

@@ -22,7 +22,7 @@ def render_text(report: dict, color: bool = False) -> str:
         passed = sum(1 for c in cases if c["status"] == "passed")
         lines.append(f"{name:<{width}}  {score:>13}  {f'{passed}/{len(cases)}':>7}  {_groups_line(cls, color)}")
         for violation in cls["violations"]:
-            lines.append(f"{'':<{width}}    violation: {violation}")
+            lines.append(f"{'':<{width}}    violation: {violation['message']}")
         failure = next((c for c in cls["cases"] if c["status"] not in ("passed", "skipped")), None)
         if failure is not None:
             lines.append(f"{'':<{width}}    first failure: {_describe_case(failure)}")

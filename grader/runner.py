@@ -68,6 +68,8 @@ class CaseRun:
     error: ErrorInfo | None = None
     duration_s: float = 0.0
     stdout_tail: str = ""
+    operators: tuple[tuple[str, int], ...] = ()          # aten operator -> times dispatched
+    forbidden_hits: tuple[tuple[str, str | None], ...] = ()  # forbidden operator -> student line
 
 
 @dataclass(frozen=True)
@@ -409,7 +411,8 @@ class WorkerSession:
         units = {u.index: u for u in self.submission.units}
         return tuple(UnitFailure(i, units[i].filename, units[i].line, e) for i, e in sorted(self.fatal_units.items()))
 
-    def run_case(self, case: Case, class_name: str, time_limit: float) -> CaseRun:
+    def run_case(self, case: Case, class_name: str, time_limit: float,
+                 forbidden: tuple[str, ...] = ()) -> CaseRun:
         if self.worker is None or self.worker.process is None:
             outcome = self.load()
             if outcome.fatal is not None or outcome.state(class_name) != "class":
@@ -419,7 +422,7 @@ class WorkerSession:
         data, kernel = make_tensors(case)
         p = case.params
         request = {"op": "run", "case": case.key, "class": class_name, "device": case.device,
-                   "seed": case.seed, "keywords": p.extra_keywords,
+                   "seed": case.seed, "keywords": p.extra_keywords, "forbidden": list(forbidden),
                    "params": {"in_channels": p.in_channels, "out_channels": p.out_channels,
                               "kernel_size": p.kernel_size, "stride": p.stride}}
         offset = worker.output_size()
@@ -464,7 +467,8 @@ class WorkerSession:
             kernel_mutated=status == "returned" and message.get("kernel_sha256") != tensor_digest(kernel),
             error=ErrorInfo.from_wire(message.get("error")),
             duration_s=float(duration) if isinstance(duration, (int, float)) else elapsed,
-            stdout_tail=tail)
+            stdout_tail=tail, operators=_operator_counts(message.get("operators")),
+            forbidden_hits=_forbidden_hits(message.get("forbidden_hits")))
 
     def _restart_later(self) -> None:
         self.restarts += 1
@@ -479,6 +483,19 @@ class WorkerSession:
     def close(self) -> None:
         self._discard_worker()
         reaper.sweep_orphans()
+
+
+def _operator_counts(raw) -> tuple[tuple[str, int], ...]:
+    if not isinstance(raw, dict):
+        return ()
+    return tuple(sorted((str(k)[:80], v) for k, v in list(raw.items())[:200]
+                        if isinstance(v, int) and not isinstance(v, bool)))
+
+
+def _forbidden_hits(raw) -> tuple[tuple[str, str | None], ...]:
+    if not isinstance(raw, dict):
+        return ()
+    return tuple(sorted((str(k)[:80], None if v is None else str(v)[:200]) for k, v in list(raw.items())[:50]))
 
 
 def _short(value) -> str | None:
@@ -509,7 +526,7 @@ def run_submission(assignment: Assignment, submission: Submission, cases: tuple[
                                         message=f"not run: the class timed out on {timeouts_in_a_row} "
                                                 "cases in a row"))
                     continue
-                run = session.run_case(case, spec.name, time_limit)
+                run = session.run_case(case, spec.name, time_limit, spec.forbidden_operators)
                 timeouts_in_a_row = timeouts_in_a_row + 1 if run.status == "timeout" else 0
                 runs.append(run)
     finally:

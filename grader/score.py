@@ -14,6 +14,7 @@ from .cases import Case
 from .compare import Comparison, compare
 from .config import Assignment
 from .runner import CaseRun, LoadOutcome, WorkerRun
+from .shortcuts import scan_class
 from .submission import Submission
 
 CASE_STATUSES = ("passed", "failed", "error", "timeout", "unsupported", "skipped")
@@ -46,13 +47,29 @@ class GroupSummary:
 
 
 @dataclass(frozen=True)
+class Violation:
+    operator: str          # aten operator (dispatch) or the name in the source (static)
+    source: str            # dispatch or static
+    kind: str              # shortcut or tampering
+    location: str | None   # "cell 5, line 12: code"
+    case: str | None       # the first case that reached it (dispatch only)
+
+    def describe(self) -> str:
+        what = f"aten.{self.operator}" if self.source == "dispatch" else self.operator
+        verb = "switches off the operator check via" if self.kind == "tampering" else "uses"
+        where = f" at {self.location}" if self.location else ""
+        when = f" (case {self.case})" if self.case else " (found in the source)"
+        return f"{verb} {what}{where}{when}"
+
+
+@dataclass(frozen=True)
 class ClassReport:
     name: str
     status: str                 # graded, missing, load_error
     score: float
     max_score: float
     message: str
-    violations: tuple[str, ...]
+    violations: tuple[Violation, ...]
     groups: tuple[GroupSummary, ...]
     cases: tuple[CaseResult, ...]
 
@@ -77,9 +94,29 @@ def class_reports(assignment: Assignment, submission: Submission, worker_run: Wo
         results = tuple(judge(run, assignment) for run in worker_run.runs if run.class_name == spec.name)
         groups = _group_summaries(assignment, spec.name, results) if status == "graded" else ()
         score = _points(spec.points, groups) if status == "graded" else 0.0
+        violations = _violations(spec.forbidden_operators, results, submission, spec.name) \
+            if status == "graded" else ()
+        if violations and assignment.violation_penalty == "zero":
+            score = 0.0
+            message = "scored 0: " + violations[0].describe()
         reports.append(ClassReport(name=spec.name, status=status, score=score, max_score=spec.points,
-                                   message=message, violations=(), groups=groups, cases=results))
+                                   message=message, violations=violations, groups=groups, cases=results))
     return tuple(reports)
+
+
+def _violations(forbidden: tuple[str, ...], results: tuple[CaseResult, ...], submission: Submission,
+                class_name: str) -> tuple[Violation, ...]:
+    found: dict[str, Violation] = {}
+    for result in results:
+        hits = dict(result.run.forbidden_hits)
+        for operator, count in result.run.operators:
+            if operator in forbidden and count and operator not in found:
+                found[operator] = Violation(operator, "dispatch", "shortcut", hits.get(operator), result.case.id)
+    static = tuple(Violation(f.name, "static", f.kind, f.location, None)
+                   for f in scan_class(submission, class_name))
+    # A static finding that the recorder also saw adds nothing but noise, unless it is tampering.
+    static = tuple(v for v in static if v.kind == "tampering" or not found)
+    return tuple(found.values()) + static
 
 
 def _class_status(name: str, load: LoadOutcome, submission: Submission) -> tuple[str, str]:

@@ -40,6 +40,8 @@ def main(spec_json: str) -> None:
     channel = Channel(spec["request_fd"], spec["response_fd"])
     if spec.get("cuda"):
         torch.zeros(1, device="cuda").sum().item()  # pay CUDA's start-up before any case's clock
+    with OperatorRecorder((), set()):
+        torch.zeros(2).add(1)  # the first dispatch mode costs a second of imports; not a case's
     channel.send({"event": "ready", "pid": os.getpid(), "protections": protections})
     worker = Worker(channel)
     while True:
@@ -142,19 +144,25 @@ class Worker:
         if keywords and not _accepts(cls, args, keywords):
             return {"status": "unsupported",
                     "message": f"the constructor does not accept {', '.join(keywords)}="}
+        recorder = OperatorRecorder(request.get("forbidden", ()), self.filenames)
         started = time.perf_counter()
         try:
-            layer = cls(*args, **keywords)
-        except TypeError as exc:
-            if keywords and "keyword" in str(exc):
-                return {"status": "unsupported", "message": f"the constructor rejects {', '.join(keywords)}=: {exc}"}
-            raise
-        layer.set_kernel(kernel)
-        result = layer(data)
-        if device == "cuda":
-            torch.cuda.synchronize()
+            with recorder:
+                try:
+                    layer = cls(*args, **keywords)
+                except TypeError as exc:
+                    if keywords and "keyword" in str(exc):
+                        return {"status": "unsupported",
+                                "message": f"the constructor rejects {', '.join(keywords)}=: {exc}"}
+                    raise
+                layer.set_kernel(kernel)
+                result = layer(data)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+        except BaseException as exc:
+            return {"status": "error", "error": self._describe(exc), **recorder.summary()}
         duration = time.perf_counter() - started
-        response = {"status": "returned", "duration_s": duration,
+        response = {"status": "returned", "duration_s": duration, **recorder.summary(),
                     "returned_type": _type_name(result), "returned_kind": _kind(result),
                     "input_sha256": tensor_digest(data), "kernel_sha256": tensor_digest(kernel)}
         output = _as_tensor(result)
@@ -177,6 +185,40 @@ class Worker:
         formatted = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         return {"type": type(exc).__name__, "message": text[:500], "location": location,
                 "traceback": formatted[-TRACEBACK_LIMIT:]}
+
+
+def OperatorRecorder(forbidden, filenames):
+    """A dispatch mode that counts every aten operator the student's code reaches, whatever
+    Python name reached it (F.conv2d, getattr(torch, "con" + "v2d"), nn.Conv2d all end in
+    aten.convolution), and remembers the student's line for forbidden ones."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.counts = Counter()
+            self.hits = {}
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            self.counts[name] += 1
+            if name in forbidden and name not in self.hits:
+                self.hits[name] = _student_line(filenames)
+            return func(*args, **(kwargs or {}))
+
+        def summary(self):
+            return {"operators": dict(self.counts.most_common(200)), "forbidden_hits": self.hits}
+
+    return _Recorder()
+
+
+def _student_line(filenames) -> str | None:
+    for frame in reversed(traceback.extract_stack()):
+        if frame.filename in filenames:
+            return f"{frame.filename}, line {frame.lineno}: {(frame.line or '').strip()[:120]}"
+    return None
 
 
 def _accepts(cls, args: tuple, keywords: dict) -> bool:

@@ -1,0 +1,138 @@
+"""Static half of shortcut detection: read a class's source for forbidden calls.
+
+The dispatch-level recorder in the worker is the primary check (it sees the
+aten operator however it was reached); this scan backs it up for code that
+tries to switch the recorder off, and names the line even when a case never
+reached the shortcut.
+"""
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+from .submission import Submission
+
+# Attribute or imported names that are a convolution or an im2col by themselves.
+FORBIDDEN_NAMES = {"conv2d", "Conv2d", "convolution", "_convolution", "im2col", "Unfold", "LazyConv2d",
+                   "conv2d_input", "conv2d_weight"}
+# `unfold` is legitimate on a tensor (sliding windows) and forbidden from torch.nn.functional.
+FUNCTIONAL_ONLY = {"unfold", "fold"}
+FUNCTIONAL_MODULES = {"F", "functional"}
+# Names whose only use in a submission is switching the operator recorder off.
+TAMPERING_NAMES = {"_python_dispatch", "_pop_mode", "_push_mode", "_unset_dispatch_mode",
+                   "_set_dispatch_mode", "_disable_current_modes", "_DisableTorchDispatch",
+                   "DisableTorchFunction", "DisableTorchFunctionSubclass", "_len_torch_dispatch_stack",
+                   "_get_dispatch_stack_at", "_ExcludeDispatchKeyGuard", "_DisablePythonDispatcher"}
+
+
+@dataclass(frozen=True)
+class StaticFinding:
+    name: str
+    kind: str          # shortcut or tampering
+    location: str      # "cell 5, line 12: <code>"
+
+
+def scan_class(submission: Submission, class_name: str) -> tuple[StaticFinding, ...]:
+    """Findings in the class's own source and in the submission's functions it uses."""
+    sources = _reachable_sources(submission, class_name)
+    aliases = _forbidden_aliases(submission)
+    findings: list[StaticFinding] = []
+    seen = set()
+    for unit, tree in sources:
+        lines = unit.source.splitlines()
+        for node in ast.walk(tree):
+            found = _classify(node, aliases)
+            if found is None:
+                continue
+            name, kind = found
+            line = unit.line + node.lineno - 1
+            code = lines[node.lineno - 1].strip()[:120] if node.lineno - 1 < len(lines) else ""
+            key = (name, unit.filename, line)
+            if key not in seen:
+                seen.add(key)
+                findings.append(StaticFinding(name, kind, f"{unit.filename}, line {line}: {code}"))
+    return tuple(findings)
+
+
+def _classify(node: ast.AST, aliases: set[str]) -> tuple[str, str] | None:
+    if isinstance(node, ast.Attribute):
+        if node.attr in TAMPERING_NAMES:
+            return node.attr, "tampering"
+        if node.attr in FORBIDDEN_NAMES:
+            return ast.unparse(node), "shortcut"
+        if node.attr in FUNCTIONAL_ONLY and _is_functional(node.value):
+            return ast.unparse(node), "shortcut"
+    elif isinstance(node, ast.Name):
+        if node.id in aliases:
+            return node.id, "shortcut"
+        if node.id in TAMPERING_NAMES:
+            return node.id, "tampering"
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr" \
+            and len(node.args) >= 2:
+        attribute = _constant_string(node.args[1])
+        if attribute in FORBIDDEN_NAMES or attribute in TAMPERING_NAMES:
+            return f"getattr(..., {attribute!r})", "shortcut"
+    return None
+
+
+def _is_functional(node: ast.AST) -> bool:
+    if isinstance(node, ast.Name):
+        return node.id in FUNCTIONAL_MODULES
+    return isinstance(node, ast.Attribute) and node.attr == "functional"
+
+
+def _constant_string(node: ast.AST) -> str | None:
+    """The value of a string built from constants: "con" + "v2d", "".join(["con", "v2d"])."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _constant_string(node.left), _constant_string(node.right)
+        return None if left is None or right is None else left + right
+    if isinstance(node, ast.JoinedStr):
+        parts = [_constant_string(v) if not isinstance(v, ast.FormattedValue) else _constant_string(v.value)
+                 for v in node.values]
+        return None if None in parts else "".join(parts)
+    return None
+
+
+def _forbidden_aliases(submission: Submission) -> set[str]:
+    """Names bound by `from torch.nn.functional import conv2d as c` and the like."""
+    aliases = set()
+    for unit in submission.units:
+        try:
+            tree = ast.parse(unit.source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torch"):
+                for alias in node.names:
+                    functional = (node.module or "").endswith("functional")
+                    if alias.name in FORBIDDEN_NAMES or (functional and alias.name in FUNCTIONAL_ONLY):
+                        aliases.add(alias.asname or alias.name)
+    return aliases
+
+
+def _reachable_sources(submission: Submission, class_name: str):
+    """The class's defining unit, plus units defining names it mentions (transitively):
+    helper functions and base classes written in the submission."""
+    by_name = {}
+    for unit in submission.units:
+        for name in unit.defines:
+            by_name[name] = unit          # the last definition wins, as when it ran
+    if class_name not in by_name:
+        return []
+    todo, chosen, result = [class_name], set(), []
+    while todo:
+        unit = by_name.get(todo.pop())
+        if unit is None or unit.index in chosen:
+            continue
+        chosen.add(unit.index)
+        try:
+            tree = ast.parse(unit.source)
+        except SyntaxError:
+            continue
+        result.append((unit, tree))
+        if isinstance(tree.body[0], (ast.Import, ast.ImportFrom)):
+            continue
+        todo.extend(n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id in by_name)
+    return result
