@@ -81,6 +81,7 @@ class Channel:
     def __init__(self, read_fd: int, write_fd: int):
         self.read_fd = read_fd
         self.write_fd = write_fd
+        self._buffer = bytearray()
 
     def send(self, header: dict, tensors: dict[str, torch.Tensor] | None = None) -> None:
         blobs = []
@@ -97,16 +98,20 @@ class Channel:
         self._write_all(LENGTHS.pack(len(encoded), len(payload)) + encoded + payload)
 
     def receive(self, deadline: float | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
-        header_len, payload_len = LENGTHS.unpack(self._read_exactly(LENGTHS.size, deadline))
+        """The next message. A timeout keeps what has arrived so far: the caller polls with
+        short deadlines, and a message split across polls must not desynchronise the stream."""
+        header_len, payload_len = LENGTHS.unpack(self._fill(LENGTHS.size, deadline))
         if header_len > HEADER_LIMIT or payload_len > PAYLOAD_LIMIT:
             raise ProtocolError(f"message too large ({header_len} + {payload_len} bytes)")
+        whole = self._fill(LENGTHS.size + header_len + payload_len, deadline)
+        del self._buffer[:len(whole)]
         try:
-            header = json.loads(self._read_exactly(header_len, deadline))
+            header = json.loads(whole[LENGTHS.size:LENGTHS.size + header_len])
         except ValueError:
             raise ProtocolError("header is not JSON") from None
         if not isinstance(header, dict):
             raise ProtocolError("header is not an object")
-        payload = self._read_exactly(payload_len, deadline)
+        payload = whole[LENGTHS.size + header_len:]
         tensors = {}
         specs = header.pop("tensors", {}) or {}
         if not isinstance(specs, dict):
@@ -131,10 +136,9 @@ class Channel:
                 raise ChannelClosed("the other side closed the channel") from None
             view = view[written:]
 
-    def _read_exactly(self, size: int, deadline: float | None) -> bytes:
-        chunks = []
-        remaining = size
-        while remaining:
+    def _fill(self, size: int, deadline: float | None) -> bytes:
+        """The first `size` buffered bytes, reading until they have arrived (not consumed)."""
+        while len(self._buffer) < size:
             if deadline is not None:
                 wait = deadline - time.monotonic()
                 if wait <= 0:
@@ -142,9 +146,8 @@ class Channel:
                 ready, _, _ = select.select([self.read_fd], [], [], wait)
                 if not ready:
                     raise ChannelTimeout()
-            chunk = os.read(self.read_fd, min(remaining, 1 << 20))
+            chunk = os.read(self.read_fd, min(size - len(self._buffer), 1 << 20))
             if not chunk:
                 raise ChannelClosed("the other side closed the channel")
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(chunks)
+            self._buffer.extend(chunk)
+        return bytes(self._buffer[:size])

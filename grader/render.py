@@ -23,9 +23,12 @@ def render_text(report: dict, color: bool = False) -> str:
         lines.append(f"{name:<{width}}  {score:>13}  {f'{passed}/{len(cases)}':>7}  {_groups_line(cls, color)}")
         for violation in cls["violations"]:
             lines.append(f"{'':<{width}}    violation: {violation['message']}")
-        failure = next((c for c in cls["cases"] if c["status"] not in ("passed", "skipped")), None)
+        # A wrong answer teaches more than a refused keyword, so it is shown first.
+        failure = next((c for c in cls["cases"] if c["status"] in ("failed", "error", "timeout")),
+                       next((c for c in cls["cases"] if c["status"] == "unsupported"), None))
         if failure is not None:
-            lines.append(f"{'':<{width}}    first failure: {_describe_case(failure)}")
+            label = "not supported" if failure["status"] == "unsupported" else "first failure"
+            lines.append(f"{'':<{width}}    {label}: {_describe_case(failure)}")
             lines.append(f"{'':<{width}}      {failure['message']}")
     lines.append("")
     lines.append(f"total {_num(report['score'])}/{_num(report['max_score'])}")

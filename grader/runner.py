@@ -160,6 +160,9 @@ class WorkerProcess:
         rlimits["data" if self.needs_cuda else "as"] = limits.memory_mb << 20
         spec = {"rlimits": rlimits, "workdir": str(self.workdir), "hide_paths": self.hide_paths,
                 "cuda": self.needs_cuda, "expose_paths": _python_paths()}
+        # The process cap counts what the user already runs; report the submission's share,
+        # which is the same on every run.
+        spec["rlimit_labels"] = {"nproc": f"{limits.processes} more than already running"}
         uid = _unprivileged_uid()
         if uid is not None:
             os.chown(self.workdir, uid[0], uid[1])

@@ -43,7 +43,7 @@ def confine(spec: dict) -> dict:
     can_drop = spec.get("uid") is not None and is_root
     if libc is not None and is_root:
         can_drop = _isolate_namespaces(libc, spec, active) and can_drop
-    _set_limits(spec.get("rlimits", {}), active)
+    _set_limits(spec.get("rlimits", {}), spec.get("rlimit_labels", {}), active)
     workdir = spec.get("workdir")
     if workdir:
         os.chdir(workdir)
@@ -135,7 +135,7 @@ def _open_paths_for_nobody(libc, paths: list[str], workdir: str | None, active: 
     return True
 
 
-def _set_limits(rlimits: dict, active: dict) -> None:
+def _set_limits(rlimits: dict, labels: dict, active: dict) -> None:
     try:
         import resource
     except ImportError:  # Windows
@@ -150,7 +150,7 @@ def _set_limits(rlimits: dict, active: dict) -> None:
             if hard != resource.RLIM_INFINITY:
                 value = min(value, hard)
             resource.setrlimit(which, (value, value))
-            applied.append(f"{name}={value}")
+            applied.append(f"{name}={labels.get(name, value)}")
         except (ValueError, OSError):
             continue
     if applied:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,30 +78,72 @@ def _decode(data: bytes) -> str:
 
 
 def _notebook_cells(data: bytes) -> tuple[list[tuple[int, str]], list[LoadNote]]:
-    import nbformat
-
     try:
-        notebook = nbformat.reads(_decode(data), as_version=4)
+        notebook = _read_notebook(_decode(data))
     except Exception as exc:  # nbformat raises several unrelated types for bad files
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return [], [LoadNote(cell=None, line=None, kind="unreadable",
                              message=f"not a readable notebook: {reason[:200]}")]
     cells = []
     for number, cell in enumerate(notebook.get("cells", []), start=1):
-        if cell.get("cell_type") == "code":
+        if isinstance(cell, dict) and cell.get("cell_type") == "code":
             source = cell.get("source", "")
-            cells.append((number, source if isinstance(source, str) else "".join(source)))
+            cells.append((number, source if isinstance(source, str) else "".join(map(str, source))))
     return cells, []
+
+
+def _read_notebook(text: str) -> dict:
+    try:
+        import nbformat
+    except ImportError:
+        # Where nbformat is not installed (a bare GPU image), read the v4 JSON directly:
+        # only cells, their type and their source are needed.
+        import json
+
+        notebook = json.loads(text)
+        if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
+            raise ValueError("no list of cells") from None
+        return notebook
+    return nbformat.reads(text, as_version=4)
 
 
 def _translate_ipython(source: str) -> str:
     """IPython syntax (%magic, %%cell magic, !shell, x = !cmd) to plain Python calls."""
-    from IPython.core.inputtransformer2 import TransformerManager
-
+    try:
+        ast.parse(source)
+        return source  # plain Python: nothing to translate, and IPython need not be imported
+    except SyntaxError:
+        pass
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+    except ImportError:
+        return _translate_without_ipython(source)
     try:
         return TransformerManager().transform_cell(source)
     except Exception:  # a cell IPython cannot transform is reported as a syntax error below
         return source
+
+
+MAGIC_ASSIGNMENT = re.compile(r"^(\s*)([\w.]+\s*=\s*)([%!].*)$")
+
+
+def _translate_without_ipython(source: str) -> str:
+    """Line magics and shell escapes become the calls IPython would make, so they are
+    classified (and skipped) the same way; a %%cell magic takes the whole cell."""
+    if source.lstrip().startswith("%%"):
+        return f"get_ipython().run_cell_magic({source!r})\n"
+    lines = []
+    for line in source.splitlines():
+        stripped = line.lstrip()
+        indent = line[:len(line) - len(stripped)]
+        assignment = MAGIC_ASSIGNMENT.match(line)
+        if assignment:
+            lines.append(f"{assignment.group(1)}{assignment.group(2)}get_ipython().getoutput({assignment.group(3)!r})")
+        elif stripped.startswith(("%", "!")):
+            lines.append(f"{indent}get_ipython().system({stripped!r})")
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 # Cell magics whose body is ordinary Python that the cell also defines things with.

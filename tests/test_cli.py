@@ -1,0 +1,136 @@
+"""The CLI as users run it: a real subprocess, real files, exit codes and reports."""
+import json
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+import torch
+
+from conftest import ROOT, SUBMISSIONS
+
+SCHEMA = json.loads((ROOT / "grader" / "schema" / "report.schema.json").read_text())
+
+
+def grade(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "grader", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+def without_timings(report):
+    report = json.loads(json.dumps(report))
+    report.pop("duration_s")
+    for cls in report["classes"].values():
+        for case in cls["cases"]:
+            case.pop("duration_s")
+    report["environment"].pop("worker_restarts", None)
+    return report
+
+
+@pytest.fixture(scope="module")
+def correct_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("correct") / "report.json"
+    result = grade(SUBMISSIONS / "correct.ipynb", "--device", "cpu", "-o", out)
+    assert result.returncode == 0, result.stderr
+    return json.loads(out.read_text()), result, out
+
+
+def test_a_correct_notebook_scores_full_marks_with_a_valid_report(correct_report):
+    report, result, _ = correct_report
+    jsonschema.validate(report, SCHEMA)
+    assert report["score"] == report["max_score"] == 100
+    assert all(c["status"] == "graded" and c["score"] == c["max_score"] for c in report["classes"].values())
+    assert "total 100/100" in result.stdout and "Conv2dMatrixV2" in result.stdout
+
+
+def test_same_seed_same_report(correct_report):
+    again = correct_report[2].parent / "again.json"
+    assert grade(SUBMISSIONS / "correct.ipynb", "--device", "cpu", "-o", again, "--quiet").returncode == 0
+    assert without_timings(json.loads(again.read_text())) == without_timings(correct_report[0])
+
+
+def test_another_seed_grades_other_cases(correct_report, tmp_path):
+    out = tmp_path / "seed.json"
+    assert grade(SUBMISSIONS / "correct.ipynb", "--device", "cpu", "--seed", "99", "-o", out,
+                 "--quiet").returncode == 0
+    other = json.loads(out.read_text())
+    params = lambda r: [c["params"] for c in r["classes"]["Conv2dLoop"]["cases"]]
+    assert other["seed"] == 99 and params(other) != params(correct_report[0])
+
+
+def test_case_replays_exactly_one_case(tmp_path):
+    out = tmp_path / "one.json"
+    full = tmp_path / "full.json"
+    sub = SUBMISSIONS / "template_bug.ipynb"
+    assert grade(sub, "--device", "cpu", "--case", "stride-002", "-o", out, "--quiet").returncode == 0
+    assert grade(sub, "--device", "cpu", "-o", full, "--quiet").returncode == 0
+    one, everything = json.loads(out.read_text()), json.loads(full.read_text())
+    jsonschema.validate(one, SCHEMA)
+    for name, cls in one["classes"].items():
+        assert [c["id"] for c in cls["cases"]] == ["stride-002"]
+        [match] = [c for c in everything["classes"][name]["cases"] if c["id"] == "stride-002"]
+        assert cls["cases"][0]["status"] == match["status"]
+        assert cls["cases"][0]["message"] == match["message"]
+
+
+def test_fail_under_gates_ci_and_a_low_score_is_still_a_written_report(tmp_path):
+    out = tmp_path / "r.json"
+    low = grade(SUBMISSIONS / "missing_class.py", "--device", "cpu", "--case", "course-001",
+                "--fail-under", "90", "-o", out)
+    assert low.returncode == 1 and json.loads(out.read_text())["score"] == 65
+    ok = grade(SUBMISSIONS / "missing_class.py", "--device", "cpu", "--case", "course-001",
+               "--fail-under", "60", "--quiet")
+    assert ok.returncode == 0
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["nope.ipynb"], 2, "not found"),
+    ([SUBMISSIONS / "correct_module.py", "--case", "stride-099"], 2, "no case"),
+    ([SUBMISSIONS / "correct_module.py", "--device", "tpu"], 2, "invalid choice"),
+    ([SUBMISSIONS / "correct_module.py", "--assignment", "conv3d"], 3, "no assignment"),
+    ([], 2, "submission"),
+])
+def test_setup_mistakes_exit_non_zero_with_one_line(args, code, words):
+    result = grade(*args)
+    assert result.returncode == code
+    assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert result.stdout == ""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_asking_for_cuda_without_it_is_an_environment_error():
+    result = grade(SUBMISSIONS / "correct_module.py", "--device", "cuda")
+    assert result.returncode == 4 and "CUDA is not available" in result.stderr
+
+
+def test_bad_config_exits_3_naming_the_key(assignment_copy):
+    path = assignment_copy / "assignment.yaml"
+    path.write_text(path.read_text().replace("  stride:\n    description", "  stride:\n    colour: red\n    description"))
+    result = grade(SUBMISSIONS / "correct_module.py", "--assignment", path)
+    assert result.returncode == 3 and "groups.stride.colour" in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA cases run here")
+def test_auto_device_skips_cuda_cases_without_counting_them(tmp_path):
+    out = tmp_path / "auto.json"
+    result = grade(SUBMISSIONS / "correct_module.py", "--case", "basic-001", "-o", out)
+    report = json.loads(out.read_text())
+    devices = {(c["device"], c["status"]) for c in report["classes"]["Conv2dLoop"]["cases"]}
+    assert devices == {("cpu", "passed"), ("cuda", "skipped")}
+    assert report["score"] == 100 and "CUDA cases skipped" in result.stdout
+
+
+def test_json_flag_prints_the_same_report(tmp_path):
+    out = tmp_path / "r.json"
+    result = grade(SUBMISSIONS / "correct_module.py", "--device", "cpu", "--case", "course-001", "--json", "-o", out)
+    assert without_timings(json.loads(result.stdout)) == without_timings(json.loads(out.read_text()))
+
+
+def test_console_script_and_module_behave_the_same():
+    import shutil
+
+    script = shutil.which("grade")
+    if script is None:
+        pytest.skip("the package is not installed (pip install -e .)")
+    result = subprocess.run([script, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout == grade("--help").stdout

@@ -1,0 +1,73 @@
+import pytest
+import yaml
+
+from grader.config import DEFAULT_FORBIDDEN_OPERATORS, load_assignment
+from grader.errors import ConfigError
+
+
+def test_bundled_assignment_loads_with_every_required_group():
+    assignment = load_assignment("conv2d")
+    names = {g.name for g in assignment.groups}
+    assert {"course", "stride", "non_square", "batch", "channels", "kernel_size", "output_1x1",
+            "large_output", "padding", "dilation"} <= names
+    assert [c.name for c in assignment.classes] == ["Conv2dLoop", "Conv2dMatrix", "Conv2dMatrixV2"]
+    assert sum(c.points for c in assignment.classes) == 100
+    assert assignment.class_spec("Conv2dLoop").forbidden_operators == DEFAULT_FORBIDDEN_OPERATORS
+    assert "class ABCConv2d" in assignment.scaffold_source
+
+
+def _edit(folder, change):
+    path = folder / "assignment.yaml"
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("change, key", [
+    (lambda d: d["groups"]["stride"]["params"].update(strid=2), "groups.stride.params.strid"),
+    (lambda d: d["groups"]["stride"].update(count=0), "groups.stride.count"),
+    (lambda d: d["groups"]["stride"].update(count="four"), "groups.stride.count"),
+    (lambda d: d["groups"]["stride"]["params"].update(stride="3..x"), "groups.stride.params.stride"),
+    (lambda d: d["groups"]["stride"]["params"].update(stride=0), "groups.stride.params.stride"),
+    (lambda d: d["groups"]["stride"].update(require=["round"]), "groups.stride.require"),
+    (lambda d: d["groups"]["stride"].update(classes=["Conv2dFast"]), "groups.stride.classes"),
+    (lambda d: d["classes"]["Conv2dLoop"].pop("points"), "classes.Conv2dLoop.points"),
+    (lambda d: d["classes"]["Conv2dLoop"].update(points="ten"), "classes.Conv2dLoop.points"),
+    (lambda d: d["limits"].update(case_s=-1), "limits.case_s"),
+    (lambda d: d["limits"].update(cases=3), "limits.cases"),
+    (lambda d: d["tolerance"].update(rtol=1e-4), "tolerance.rtol"),
+    (lambda d: d.update(devices=["tpu"]), "devices"),
+    (lambda d: d.update(violation_penalty="half"), "violation_penalty"),
+    (lambda d: d.update(scaffold="missing.py"), "scaffold"),
+    (lambda d: d["defaults"].pop("stride"), "defaults"),
+    (lambda d: d.update(extra=1), "extra"),
+])
+def test_a_bad_config_names_the_key(assignment_copy, change, key):
+    path = _edit(assignment_copy, change)
+    with pytest.raises(ConfigError) as error:
+        load_assignment(str(path))
+    message = str(error.value)
+    assert message.startswith(key), message
+    assert "\n" not in message
+
+
+def test_unsatisfiable_group_is_a_config_error_when_cases_are_built(assignment_copy):
+    from grader.cases import build_cases
+
+    path = _edit(assignment_copy, lambda d: d["groups"]["stride"].update(
+        params={"height": 3, "width": 3, "kernel_size": 5}))
+    assignment = load_assignment(str(path))
+    with pytest.raises(ConfigError, match="groups.stride"):
+        build_cases(assignment, 1, ("cpu",))
+
+
+def test_unknown_assignment_id_lists_the_bundled_ones():
+    with pytest.raises(ConfigError, match="conv2d"):
+        load_assignment("conv3d")
+
+
+def test_invalid_yaml_is_a_one_line_error(assignment_copy):
+    (assignment_copy / "assignment.yaml").write_text("groups: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_assignment(str(assignment_copy))

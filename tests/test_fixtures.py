@@ -1,0 +1,84 @@
+"""Real student submissions, graded through the CLI, against the verdicts in manifest.yaml."""
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import jsonschema
+import pytest
+import yaml
+
+from conftest import ROOT, SUBMISSIONS
+
+MANIFEST = yaml.safe_load((SUBMISSIONS / "manifest.yaml").read_text())
+SCHEMA = json.loads((ROOT / "grader" / "schema" / "report.schema.json").read_text())
+FIXTURES = sorted(MANIFEST["fixtures"])
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("reports")
+
+    def grade(name):
+        out = folder / f"{name}.json"
+        result = subprocess.run([sys.executable, "-m", "grader", str(SUBMISSIONS / name), "--device", "cpu",
+                                 "-o", str(out), "--quiet"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+        return name, json.loads(out.read_text())
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # one grader per core
+        return dict(pool.map(grade, FIXTURES))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FIXTURES)
+def test_fixture_verdicts_per_class_and_group(reports, name):
+    report = reports[name]
+    jsonschema.validate(report, SCHEMA)
+    for class_name, expected in MANIFEST["fixtures"][name]["classes"].items():
+        got = report["classes"][class_name]
+        assert got["status"] == expected["status"], (class_name, got.get("message"))
+        if expected["status"] != "graded":
+            assert got["score"] == 0 and got["cases"] == []
+            continue
+        must_fail = set(expected.get("fail_groups", []))
+        may_fail = set(expected.get("maybe_fail_groups", []))
+        unsupported = set(expected.get("unsupported_groups", []))
+        for group in got["groups"]:
+            counted = sum(group[s] for s in ("passed", "failed", "error", "timeout", "unsupported"))
+            where = f"{name} {class_name} {group['name']}"
+            if group["name"] in unsupported:
+                assert group["unsupported"] == counted > 0, where
+            elif group["name"] in must_fail:
+                assert group["failed"] + group["error"] > 0, where
+            elif group["name"] not in may_fail:
+                assert group["passed"] == counted > 0, where
+        perfect = not (must_fail or unsupported or may_fail)
+        assert (got["score"] == got["max_score"]) == perfect or may_fail, class_name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FIXTURES)
+def test_fixture_load_notes(reports, name):
+    expected = MANIFEST["fixtures"][name]
+    load = reports[name]["load"]
+    # The manifest counts cells from 0; reports count them from 1, as Jupyter's cell list reads.
+    for error in expected.get("load_errors", []):
+        assert any(e["cell"] == error["cell"] + 1 and e["line"] == error["line"] for e in load["errors"]), error
+    for cell in expected.get("unparsable_cells", []):
+        assert any(s["kind"] == "syntax_error" and s["cell"] == cell + 1 for s in load["skipped"]), cell
+
+
+@pytest.mark.slow
+def test_first_failure_messages_say_what_is_wrong(reports):
+    def first_failure(name, class_name):
+        cases = reports[name]["classes"][class_name]["cases"]
+        return next(c for c in cases if c["status"] not in ("passed", "skipped"))
+
+    assert "returned numpy.ndarray" in first_failure("returns_numpy.ipynb", "Conv2dLoop")["message"]
+    assert "constructor does not accept padding=" in first_failure("no_padding_kwargs.ipynb", "Conv2dLoop")["message"]
+    padded = first_failure("padding_twice.ipynb", "Conv2dLoop")
+    expected, actual = padded["expected_shape"], padded["actual_shape"]
+    pad = padded["params"]["padding"]
+    assert actual[2] - expected[2] == 2 * pad and actual[3] - expected[3] == 2 * pad
+    assert "cell" in first_failure("height_width_swapped.ipynb", "Conv2dMatrix")["message"]
