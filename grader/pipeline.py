@@ -7,7 +7,7 @@ from __future__ import annotations
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -15,6 +15,7 @@ import torch
 from . import __version__
 from .cases import Case, build_cases
 from .config import Assignment
+from .diagnose import likely_causes
 from .errors import EnvironmentUnavailable, UsageError
 from .runner import LoadOutcome, run_submission
 from .score import ClassReport, class_reports
@@ -65,7 +66,8 @@ def grade(submission_path: Path, assignment: Assignment, seed: int | None = None
     submission = load_submission(submission_path)
     cases: tuple[Case, ...] = build_cases(assignment, seed, devices, only_case)
     worker_run = run_submission(assignment, submission, cases, cuda_available, extra_hidden or [])
-    classes = class_reports(assignment, submission, worker_run, cases)
+    classes = tuple(replace(c, likely_causes=likely_causes(c.cases))
+                    for c in class_reports(assignment, submission, worker_run, cases))
     return GradeReport(
         assignment=assignment, submission=submission, seed=seed, devices=devices, only_case=only_case,
         classes=classes, load=worker_run.load, protections=worker_run.protections,

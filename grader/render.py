@@ -21,6 +21,8 @@ def render_text(report: dict, color: bool = False) -> str:
         cases = [c for c in cls["cases"] if c["status"] != "skipped"]
         passed = sum(1 for c in cases if c["status"] == "passed")
         lines.append(f"{name:<{width}}  {score:>13}  {f'{passed}/{len(cases)}':>7}  {_groups_line(cls, color)}")
+        for cause in cls.get("likely_causes", []):
+            lines.append(f"{'':<{width}}    likely cause: {cause['cause'].replace('_', ' ')}: {cause['evidence']}")
         for violation in cls["violations"]:
             lines.append(f"{'':<{width}}    violation: {violation['message']}")
         # A wrong answer teaches more than a refused keyword, so it is shown first.

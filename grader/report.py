@@ -45,6 +45,7 @@ def _class_dict(report: ClassReport) -> dict:
         "message": report.message,
         "violations": [{"operator": v.operator, "source": v.source, "kind": v.kind, "location": v.location,
                         "case": v.case, "message": v.describe()} for v in report.violations],
+        "likely_causes": [{"cause": c.cause, "evidence": c.evidence} for c in report.likely_causes],
         "groups": [{"name": g.name, "description": g.description, "hidden": g.hidden, "weight": g.weight,
                     **{status: g.count(status) for status in CASE_STATUSES}} for g in report.groups],
         "cases": [_case_dict(r) for r in report.cases],

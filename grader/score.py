@@ -72,6 +72,7 @@ class ClassReport:
     violations: tuple[Violation, ...]
     groups: tuple[GroupSummary, ...]
     cases: tuple[CaseResult, ...]
+    likely_causes: tuple = ()          # diagnose.LikelyCause entries, added by the pipeline
 
     def first_failure(self, include_hidden: bool = True) -> CaseResult | None:
         for result in self.cases:

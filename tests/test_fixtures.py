@@ -82,3 +82,28 @@ def test_first_failure_messages_say_what_is_wrong(reports):
     pad = padded["params"]["padding"]
     assert actual[2] - expected[2] == 2 * pad and actual[3] - expected[3] == 2 * pad
     assert "cell" in first_failure("height_width_swapped.ipynb", "Conv2dMatrix")["message"]
+
+
+EXPECTED_CAUSES = {
+    ("template_bug.ipynb", "Conv2dMatrixV2"): "output_larger_than_1x1",
+    ("height_width_swapped.ipynb", "Conv2dLoop"): "height_width_swapped",
+    ("height_width_swapped.ipynb", "Conv2dMatrix"): "height_width_swapped",
+    ("height_width_swapped.ipynb", "Conv2dMatrixV2"): "height_width_swapped",
+    ("single_out_channel.ipynb", "Conv2dLoop"): "single_output_channel",
+    ("single_out_channel.ipynb", "Conv2dMatrix"): "single_output_channel",
+    ("single_out_channel.ipynb", "Conv2dMatrixV2"): "single_output_channel",
+    ("padding_twice.ipynb", "Conv2dLoop"): "padding_applied_twice",
+    ("dilation_ignored.ipynb", "Conv2dLoop"): "dilation_ignored",
+    ("dilation_ignored.ipynb", "Conv2dMatrixV2"): "dilation_ignored",
+    ("returns_numpy.ipynb", "Conv2dLoop"): "not_a_tensor",
+}
+
+
+@pytest.mark.slow
+def test_likely_causes_name_the_bug_and_nothing_for_correct_code(reports):
+    for (name, class_name), cause in EXPECTED_CAUSES.items():
+        causes = [c["cause"] for c in reports[name]["classes"][class_name]["likely_causes"]]
+        assert causes == [cause], (name, class_name, causes)
+    for name in ("correct.ipynb", "correct_module.py", "no_padding_kwargs.ipynb"):
+        for class_name, cls in reports[name]["classes"].items():
+            assert cls["likely_causes"] == [], (name, class_name)
