@@ -16,7 +16,10 @@ import time
 import torch
 
 HEADER_LIMIT = 1 << 20          # a header bigger than this is a broken or hostile worker
-PAYLOAD_LIMIT = 512 << 20       # no graded output comes near this
+# No graded output comes near this (a conv2d case's output is a few KB). The grader holds a
+# message several times over while decoding it, and the worker's memory limit does not cover
+# the grader: this caps what a hostile worker can make the grader allocate per message.
+PAYLOAD_LIMIT = 64 << 20
 LENGTHS = struct.Struct(">II")  # header length, payload length
 
 WIRE_DTYPES = {
@@ -62,9 +65,12 @@ def tensor_from_wire(spec: dict, raw: bytes) -> torch.Tensor:
     itemsize = torch.empty((), dtype=dtype).element_size()
     if count * itemsize != len(raw):
         raise ProtocolError("tensor byte count does not match its shape")
-    if count == 0:
-        return torch.empty(shape, dtype=dtype)
-    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(dtype).reshape(shape).clone()
+    try:
+        if count == 0:
+            return torch.empty(shape, dtype=dtype)
+        return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(dtype).reshape(shape).clone()
+    except (RuntimeError, TypeError, ValueError, OverflowError) as exc:  # [0, 10**30]: empty, yet too big
+        raise ProtocolError(f"malformed tensor spec: {str(exc)[:100]}") from None
 
 
 def tensor_digest(tensor: torch.Tensor) -> str:
@@ -107,7 +113,7 @@ class Channel:
         del self._buffer[:len(whole)]
         try:
             header = json.loads(whole[LENGTHS.size:LENGTHS.size + header_len])
-        except ValueError:
+        except (ValueError, RecursionError):  # json raises RecursionError for deep nesting
             raise ProtocolError("header is not JSON") from None
         if not isinstance(header, dict):
             raise ProtocolError("header is not an object")

@@ -39,16 +39,19 @@ class ErrorInfo:
 
     @classmethod
     def from_wire(cls, raw: dict | None) -> "ErrorInfo | None":
+        # Submission code can write on the reply pipe too: take only the fields' plain values
+        # (str() of a list nested 900 deep is a RecursionError in the grader).
         if not isinstance(raw, dict):
             return None
         where = raw.get("location")
         location = None
         if isinstance(where, dict):
-            location = f"{where.get('filename')}, line {where.get('line')}"
-            if where.get("code"):
-                location += f": {str(where['code'])[:120]}"
-        return cls(type=str(raw.get("type", "Error"))[:100], message=str(raw.get("message", ""))[:500],
-                   location=location, traceback=str(raw.get("traceback", ""))[-2000:])
+            line = where.get("line")
+            location = f"{_text(where.get('filename'), 200)}, line {line if isinstance(line, int) else '?'}"
+            if _text(where.get("code"), 120):
+                location += f": {_text(where.get('code'), 120)}"
+        return cls(type=_text(raw.get("type"), 100) or "Error", message=_text(raw.get("message"), 500),
+                   location=location, traceback=_text(raw.get("traceback"), 2000, tail=True))
 
 
 @dataclass(frozen=True)
@@ -108,10 +111,12 @@ class WorkerDied(Exception):
 class WorkerProcess:
     """One sandboxed worker: start, talk, kill. Knows nothing of grading."""
 
-    def __init__(self, assignment: Assignment, needs_cuda: bool, hide_paths: list[str]):
+    def __init__(self, assignment: Assignment, needs_cuda: bool, hide_paths: list[str],
+                 cpu_s: float | None = None):
         self.limits = assignment.limits
         self.needs_cuda = needs_cuda
         self.hide_paths = hide_paths
+        self.cpu_s = cpu_s
         self.process: subprocess.Popen | None = None
         self.channel: Channel | None = None
         self.protections: dict = {}
@@ -153,13 +158,18 @@ class WorkerProcess:
 
     def _sandbox_spec(self) -> dict:
         limits = self.limits
-        rlimits = {"cpu": int(limits.startup_s + limits.load_s + 3600), "fsize": limits.file_mb << 20,
-                   "nofile": 256, "core": 0}
+        # RLIMIT_CPU counts the worker's whole life, and one worker may grade every case, so
+        # the budget is what all its work may take: a fixed one would kill a long, honest run
+        # partway (SIGKILL at the hard limit, blamed on whichever case was running). The soft
+        # limit comes first so that the death is reported as SIGXCPU, the CPU time limit.
+        cpu = int(self.cpu_s if self.cpu_s is not None else limits.startup_s + limits.load_s + 3600)
+        rlimits = {"cpu": [cpu, cpu + 5], "fsize": limits.file_mb << 20, "nofile": 256, "core": 0}
         # CUDA reserves far more address space than it uses, so on GPU runs the
         # memory cap is on the data segment instead of the address space.
         rlimits["data" if self.needs_cuda else "as"] = limits.memory_mb << 20
         spec = {"rlimits": rlimits, "workdir": str(self.workdir), "hide_paths": self.hide_paths,
-                "cuda": self.needs_cuda, "expose_paths": _python_paths()}
+                "cuda": self.needs_cuda, "expose_paths": _python_paths(),
+                "temp_mb": 2 * limits.file_mb}
         # The process cap counts what the user already runs; report the submission's share,
         # which is the same on every run.
         spec["rlimit_labels"] = {"nproc": f"{limits.processes} more than already running"}
@@ -195,16 +205,23 @@ class WorkerProcess:
             step = min(deadline, time.monotonic() + POLL_S)
             try:
                 header, tensors = self.channel.receive(step)
-                header["_tensors"] = tensors
-                return header
             except ChannelTimeout:
-                if self.output_size() > self.limits.output_kb * 1024:
-                    self.kill()
-                    raise WorkerDied(f"printed more than {self.limits.output_kb} KB of output (the limit)")
+                self._check_output()
                 if time.monotonic() >= deadline:
                     raise
+                continue
             except ChannelClosed:
                 raise WorkerDied(self._death_reason(doing)) from None
+            # Also after every message: a flood printed between two polls (a fast case that
+            # prints megabytes and returns) would otherwise never be seen.
+            self._check_output()
+            header["_tensors"] = tensors
+            return header
+
+    def _check_output(self) -> None:
+        if self.output_size() > self.limits.output_kb * 1024:
+            self.kill()
+            raise WorkerDied(f"printed more than {self.limits.output_kb} KB of output (the limit)")
 
     def output_size(self) -> int:
         try:
@@ -303,6 +320,7 @@ def hidden_paths(submission: Submission, extra: list[Path]) -> list[str]:
     keep = [PACKAGE_ROOT / "grader", Path(sys.prefix), Path(torch.__file__).parent, Path(sys.executable),
             Path(tempfile.gettempdir())]  # the worker's private directory lives there
     candidates = [PACKAGE_ROOT / "reference", PACKAGE_ROOT / "assignments", PACKAGE_ROOT / "tests",
+                  *_git_dirs(PACKAGE_ROOT), *_installed_copies(),
                   submission.path.resolve().parent, *[p.resolve() for p in extra]]
     chosen = []
     for path in candidates:
@@ -312,6 +330,39 @@ def hidden_paths(submission: Submission, extra: list[Path]) -> list[str]:
         if resolved.is_dir():
             chosen.append(str(resolved))
     return chosen
+
+
+def _git_dirs(root: Path) -> list[Path]:
+    """The checkout's git store: its objects hold the reference solution, readable by anyone
+    who can read the checkout (a `.git` file points at a worktree's store elsewhere)."""
+    dot_git = root / ".git"
+    if dot_git.is_dir():
+        return [dot_git]
+    try:
+        pointer = dot_git.read_text().strip()
+    except OSError:
+        return []
+    if not pointer.startswith("gitdir:"):
+        return []
+    gitdir = (root / pointer.removeprefix("gitdir:").strip()).resolve()
+    found = [gitdir]
+    try:
+        found.append((gitdir / (gitdir / "commondir").read_text().strip()).resolve())
+    except OSError:
+        pass
+    return found
+
+
+def _installed_copies() -> list[Path]:
+    """`reference` and `assignments` wherever the worker could import them from: a
+    non-editable install puts copies in site-packages, beside torch."""
+    found = []
+    for entry in sys.path:
+        for name in ("reference", "assignments"):
+            candidate = Path(entry or ".") / name
+            if (candidate / "__init__.py").is_file():
+                found.append(candidate)
+    return found
 
 
 def _is_within(path: Path, ancestor: Path) -> bool:
@@ -325,11 +376,12 @@ class WorkerSession:
     MAX_LOAD_RESTARTS = 5
 
     def __init__(self, assignment: Assignment, submission: Submission, needs_cuda: bool,
-                 hide: list[str]):
+                 hide: list[str], cpu_s: float | None = None):
         self.assignment = assignment
         self.submission = submission
         self.needs_cuda = needs_cuda
         self.hide = hide
+        self.cpu_s = cpu_s
         self.worker: WorkerProcess | None = None
         self.fatal_units: dict[int, ErrorInfo] = {}
         self.first_load: LoadOutcome | None = None
@@ -351,7 +403,7 @@ class WorkerSession:
 
     def _try_load(self) -> LoadOutcome | None:
         self._discard_worker()
-        worker = WorkerProcess(self.assignment, self.needs_cuda, self.hide)
+        worker = WorkerProcess(self.assignment, self.needs_cuda, self.hide, self.cpu_s)
         self.worker = worker
         limits = self.assignment.limits
         offset = 0
@@ -373,11 +425,14 @@ class WorkerSession:
             while True:
                 message = worker.receive(deadline, "loading the submission")
                 event = message.get("event")
+                index = message.get("index")
+                if event in ("unit_start", "unit_done") and (not isinstance(index, int) or index not in units):
+                    raise ProtocolError(f"malformed {event} message")
                 if event == "unit_start":
-                    current = message.get("index")
+                    current = index
                 elif event == "unit_done":
                     error = ErrorInfo.from_wire(message.get("error"))
-                    unit = units.get(message.get("index"))
+                    unit = units.get(index)
                     if error is not None and unit is not None:
                         failures.append(UnitFailure(unit.index, unit.filename, unit.line, error))
                     current = None
@@ -458,7 +513,7 @@ class WorkerSession:
         if status not in ("returned", "error", "unsupported"):
             status, text = "crashed", f"malformed result status {status!r}"
         else:
-            text = str(message.get("message", ""))[:500]
+            text = _text(message.get("message"), 500)
         output = message["_tensors"].get("output")
         duration = message.get("duration_s")
         return CaseRun(
@@ -469,7 +524,7 @@ class WorkerSession:
             input_mutated=status == "returned" and message.get("input_sha256") != tensor_digest(data),
             kernel_mutated=status == "returned" and message.get("kernel_sha256") != tensor_digest(kernel),
             error=ErrorInfo.from_wire(message.get("error")),
-            duration_s=float(duration) if isinstance(duration, (int, float)) else elapsed,
+            duration_s=_seconds(duration, elapsed),
             stdout_tail=tail, operators=_operator_counts(message.get("operators")),
             forbidden_hits=_forbidden_hits(message.get("forbidden_hits")))
 
@@ -498,17 +553,48 @@ def _operator_counts(raw) -> tuple[tuple[str, int], ...]:
 def _forbidden_hits(raw) -> tuple[tuple[str, str | None], ...]:
     if not isinstance(raw, dict):
         return ()
-    return tuple(sorted((str(k)[:80], None if v is None else str(v)[:200]) for k, v in list(raw.items())[:50]))
+    return tuple(sorted((str(k)[:80], _text(v, 200) or None) for k, v in list(raw.items())[:50]))
 
 
 def _short(value) -> str | None:
-    return None if value is None else str(value)[:200]
+    return value[:200] if isinstance(value, str) else None
+
+
+def _text(value, limit: int, tail: bool = False) -> str:
+    """A string field from the worker, cut to `limit`; anything that is not a string is ''."""
+    if not isinstance(value, str):
+        return ""
+    return value[-limit:] if tail else value[:limit]
+
+
+def _seconds(value, fallback: float) -> float:
+    """A duration the worker reports, when it is a sane one (10**400 overflows a float)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except OverflowError:
+            return fallback
+        if 0 <= seconds < 1e9:
+            return seconds
+    return fallback
+
+
+def cpu_budget(assignment: Assignment, cases: tuple[Case, ...]) -> float:
+    """CPU seconds one worker may need to start, load and run every case to its time limit
+    (torch runs one thread in the worker, so CPU time cannot honestly outrun the clock)."""
+    limits = assignment.limits
+    total = limits.startup_s + limits.load_s
+    for spec in assignment.classes:
+        time_limit = spec.case_s or limits.case_s
+        total += time_limit * sum(1 for case in cases if spec.name in case.classes)
+    return total
 
 
 def run_submission(assignment: Assignment, submission: Submission, cases: tuple[Case, ...],
                    cuda_available: bool, extra_hidden: list[Path]) -> WorkerRun:
     needs_cuda = cuda_available and any(c.device == "cuda" for c in cases)
-    session = WorkerSession(assignment, submission, needs_cuda, hidden_paths(submission, extra_hidden))
+    session = WorkerSession(assignment, submission, needs_cuda, hidden_paths(submission, extra_hidden),
+                            cpu_budget(assignment, cases))
     runs: list[CaseRun] = []
     try:
         load = session.load()

@@ -24,6 +24,8 @@ PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
+# World-writable folders; the worker gets private, size-capped ones (see _private_temp).
+SHARED_TEMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 
 
 def _libc():
@@ -44,6 +46,7 @@ def confine(spec: dict) -> dict:
     if libc is not None and is_root:
         can_drop = _isolate_namespaces(libc, spec, active) and can_drop
     _set_limits(spec.get("rlimits", {}), spec.get("rlimit_labels", {}), active)
+    _first_for_oom_killer(active)
     workdir = spec.get("workdir")
     if workdir:
         os.chdir(workdir)
@@ -76,7 +79,46 @@ def _isolate_namespaces(libc, spec: dict, active: dict) -> bool:
             hidden.append(path)
     if hidden:
         active["hidden_paths"] = ", ".join(hidden)
+    _private_temp(libc, spec, active)
     return _open_paths_for_nobody(libc, spec.get("expose_paths", []), spec.get("workdir"), active)
+
+
+def _private_temp(libc, spec: dict, active: dict) -> None:
+    """Cover /tmp, /var/tmp and /dev/shm with empty, size-capped tmpfs mounts of the worker's own.
+    What the submission writes there then never reaches the grader or the disk: no directory
+    squatting on the report's path (which would stop the grader writing it), no files left
+    behind, and no filling the disk with many files, which RLIMIT_FSIZE (per file) allows.
+    The working directory lived in the real /tmp, so it is made again inside."""
+    size_mb = int(spec.get("temp_mb", 64))
+    expose = [os.path.realpath(p) for p in spec.get("expose_paths", [])]
+    covered = []
+    for folder in SHARED_TEMP_DIRS:
+        real = os.path.realpath(folder)
+        if real in covered or not os.path.isdir(real) or \
+                any(p == real or p.startswith(real + os.sep) for p in expose):
+            continue  # Python itself lives there: covering it would leave nothing to run
+        if libc.mount(b"tmpfs", real.encode(), b"tmpfs", MS_NOSUID | MS_NODEV,
+                      f"size={size_mb}m,mode=1777".encode()) == 0:
+            covered.append(real)
+    workdir = spec.get("workdir")
+    if workdir and not os.path.isdir(workdir):
+        os.makedirs(workdir, mode=0o700)
+        if spec.get("uid") is not None:
+            os.chown(workdir, spec["uid"], spec["gid"])
+    if covered:
+        active["private_temp"] = f"{', '.join(covered)}: empty tmpfs of {size_mb} MB each"
+
+
+def _first_for_oom_killer(active: dict) -> None:
+    """RLIMIT_AS caps each process, not all of them together, so a submission that forks can
+    still exhaust the machine. Should that happen, the kernel's out-of-memory killer picks the
+    submission's processes (children inherit the score), never the grader."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as handle:
+            handle.write("1000")
+    except OSError:  # not Linux
+        return
+    active["oom_killed_first"] = "the submission's processes go first if memory runs out"
 
 
 def _blocked_ancestors(paths: list[str]) -> dict[str, list[str]]:
@@ -145,12 +187,15 @@ def _set_limits(rlimits: dict, labels: dict, active: dict) -> None:
         which = getattr(resource, f"RLIMIT_{name.upper()}", None)
         if which is None:
             continue
+        # A [soft, hard] pair leaves room between the two, so that a signal (SIGXCPU) comes
+        # before the SIGKILL at the hard limit.
+        soft, wanted_hard = value if isinstance(value, (list, tuple)) else (value, value)
         try:
             _, hard = resource.getrlimit(which)
             if hard != resource.RLIM_INFINITY:
-                value = min(value, hard)
-            resource.setrlimit(which, (value, value))
-            applied.append(f"{name}={labels.get(name, value)}")
+                soft, wanted_hard = min(soft, hard), min(wanted_hard, hard)
+            resource.setrlimit(which, (soft, wanted_hard))
+            applied.append(f"{name}={labels.get(name, soft)}")
         except (ValueError, OSError):
             continue
     if applied:

@@ -20,7 +20,8 @@ import time
 import traceback
 
 TRACEBACK_LIMIT = 1500
-MAX_OUTPUT_ELEMENTS = 50_000_000
+# What each rlimit is, for messages ("memory limit: 4096 MB"); set from the spec at start-up.
+_LIMITS: dict = {}
 
 
 class StatementTimeout(BaseException):
@@ -29,13 +30,18 @@ class StatementTimeout(BaseException):
 
 
 def main(spec_json: str) -> None:
+    global _digest, _max_output_bytes
     from grader import sandbox
 
     spec = json.loads(spec_json)
     protections = sandbox.confine(spec)
+    _LIMITS.update(spec.get("rlimits", {}))
     import torch
 
-    from grader.protocol import Channel
+    from grader.protocol import PAYLOAD_LIMIT, Channel, tensor_digest
+    # Bound here, before any submission code runs: a submission that replaces
+    # grader.protocol.tensor_digest (to hide that it mutated its input) changes nothing.
+    _digest, _max_output_bytes = tensor_digest, PAYLOAD_LIMIT // 2
     torch.set_num_threads(1)
     channel = Channel(spec["request_fd"], spec["response_fd"])
     if spec.get("cuda"):
@@ -126,8 +132,6 @@ class Worker:
     def _run_case(self, request: dict, tensors: dict) -> dict:
         import torch
 
-        from grader.protocol import tensor_digest
-
         cls = self.namespace.get(request["class"])
         params = request["params"]
         device = request["device"]
@@ -162,14 +166,19 @@ class Worker:
         duration = time.perf_counter() - started
         response = {"status": "returned", "duration_s": duration, **recorder.summary(),
                     "returned_type": _type_name(result), "returned_kind": _kind(result),
-                    "input_sha256": tensor_digest(data), "kernel_sha256": tensor_digest(kernel)}
-        output = _as_tensor(result)
+                    "input_sha256": _digest(data), "kernel_sha256": _digest(kernel)}
+        try:
+            output, output_device = _plain_data(result)
+        except Exception as exc:
+            return {**response, "status": "error", "error": self._describe(exc),
+                    "message": "the returned value's data could not be read"}
         if output is not None:
-            if output.numel() > MAX_OUTPUT_ELEMENTS:
-                response["message"] = f"output has {output.numel()} elements; not graded"
+            size = output.numel() * output.element_size()
+            if size > _max_output_bytes:
+                response["message"] = (f"output has {output.numel()} elements ({size >> 20} MB, more than "
+                                       f"the {_max_output_bytes >> 20} MB the grader reads); not graded")
             else:
-                response["output"] = output
-                response["output_device"] = str(result.device) if isinstance(result, torch.Tensor) else "cpu"
+                response["output"], response["output_device"] = output, output_device
         return response
 
     def _describe(self, exc: BaseException) -> dict:
@@ -179,7 +188,7 @@ class Worker:
             if frame.filename in self.filenames:
                 location = {"filename": frame.filename, "line": frame.lineno, "code": (frame.line or "").strip()}
                 break
-        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        text = "".join(traceback.format_exception_only(type(exc), exc)).strip() + _limit_hint(exc)
         formatted = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         return {"type": type(exc).__name__, "message": text[:500], "location": location,
                 "traceback": formatted[-TRACEBACK_LIMIT:]}
@@ -233,6 +242,47 @@ def _accepts(cls, args: tuple, keywords: dict) -> bool:
     except ValueError:  # no signature to inspect: let the call decide
         return True
     return True
+
+
+_digest = None              # grader.protocol.tensor_digest, bound in main()
+_max_output_bytes = 0
+
+
+def _plain_data(result):
+    """(a plain, contiguous CPU tensor holding the returned value's data, its device name), or
+    (None, None) when it has no numeric data. Tensor subclasses are read with their
+    __torch_function__ switched off, so their overrides never run in the grader's own code
+    (the channel, the digest) and the grader judges plain numbers only."""
+    import torch
+
+    if isinstance(result, torch.Tensor):
+        with torch._C.DisableTorchFunctionSubclass():
+            plain = torch.Tensor.as_subclass(result, torch.Tensor).detach()
+            return plain.to("cpu").contiguous(), str(plain.device)
+    output = _as_tensor(result)
+    if output is None:
+        return None, None
+    with torch._C.DisableTorchFunctionSubclass():
+        return torch.Tensor.as_subclass(output, torch.Tensor).detach().contiguous(), "cpu"
+
+
+def _limit_hint(exc: BaseException) -> str:
+    """Names the sandbox limit behind an error, so the report says why memory ran out,
+    a fork failed or a write stopped."""
+    import errno
+
+    memory = _LIMITS.get("as") or _LIMITS.get("data")
+    if memory and (isinstance(exc, MemoryError) or "can't allocate memory" in str(exc)
+                   or getattr(exc, "errno", None) == errno.ENOMEM):
+        return f" (the memory limit is {int(memory) >> 20} MB)"
+    code = getattr(exc, "errno", None)
+    if code == errno.EAGAIN and "nproc" in _LIMITS:
+        return " (the process limit was reached)"
+    if code == errno.EFBIG and "fsize" in _LIMITS:
+        return f" (the file size limit is {int(_LIMITS['fsize']) >> 20} MB)"
+    if code == errno.ENOSPC:
+        return " (the private temporary folders are full)"
+    return ""
 
 
 def _as_tensor(result):

@@ -1,0 +1,582 @@
+"""Hostile submissions cannot crash, hang, fool or outlive the grader (issue 3).
+
+Each fixture in tests/fixtures/hostile/ attacks the grader one way (its docstring says how).
+Every test runs the real CLI on one, with tests/fixtures/hostile/assignment.yaml (three cases
+per class, low limits), and asserts the per-class verdicts, that the report is the grader's
+own and schema-valid, the wall time, and that no process the submission started is alive.
+
+Survivors are found two ways: this test process is a child subreaper while the module runs,
+so anything that outlived the CLI is re-parented to it and shows up as a child of ours; and
+/proc is scanned for the marker "hostilefixture" that the fixtures put in their processes'
+names or environments. Survivors are killed after being recorded, so a failed defence costs
+a test, not the machine. Each fixture is graded once per session (results are cached), and
+test_every_fixture_gets_a_valid_report goes over all of them.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HOSTILE = ROOT / "tests" / "fixtures" / "hostile"
+ASSIGNMENT = HOSTILE / "assignment.yaml"
+SCHEMA = ROOT / "grader" / "schema" / "report.schema.json"
+MARKER = "hostilefixture"
+REDUCE_MARKER = Path("/tmp/grader-hostile-reduce-marker")   # malicious_reduce.py's payload writes it
+CLASSES = ("Conv2dLoop", "Conv2dMatrix", "Conv2dMatrixV2")
+
+# Seconds the CLI may take per fixture: one worker start is ~1.5 s and every kill costs a
+# restart; runaways add their limits (statement 1.5 s, load 6 s, case 2 s in the YAML).
+WALL_LIMIT_S = 25.0
+SLOW_WALL_LIMIT_S = 45.0
+SLOW_FIXTURES = {"loop_at_import.py", "loop_in_call.py", "forge_protocol.py"}
+# Fixtures whose threat does not need every case: one case keeps restarts few.
+ONE_CASE = {"answer_hunt.py", "exit_in_call.py", "loop_at_import.py", "loop_in_call.py",
+            "memory_hog.py", "output_flood.py", "file_bomb.py", "fork_bomb.py", "detach_daemons.py",
+            "squat_report_path.py"}
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="the sandbox's defences are Linux-only")
+needs_root = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                                reason="namespaces and the unprivileged user need the grader to run as root")
+
+
+@dataclass(frozen=True)
+class Graded:
+    name: str
+    report: dict
+    report_text: str
+    stdout: str
+    stderr: str
+    returncode: int
+    wall_s: float
+    output: Path
+    survivors: tuple[str, ...]
+
+    def cls(self, name: str) -> dict:
+        return self.report["classes"][name]
+
+    def cases(self, name: str) -> list[dict]:
+        return self.cls(name)["cases"]
+
+
+# --- survivors ----------------------------------------------------------------------------
+
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
+
+
+@pytest.fixture(scope="module", autouse=True)
+def adopt_orphans():
+    """Make this process a child subreaper for the module, so whatever outlives a CLI run
+    becomes our child (restored afterwards: other tests' orphans are not ours to collect)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    before = ctypes.c_int(0)
+    libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(before), 0, 0, 0)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    yield
+    libc.prctl(PR_SET_CHILD_SUBREAPER, before.value, 0, 0, 0)
+
+
+def _our_children() -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            found.update(int(pid) for pid in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return found
+
+
+def _is_zombie(pid: int) -> bool:
+    """Dead and waiting to be reaped (by us, if it was re-parented to us): not a survivor."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+
+
+def _describe(pid: int) -> str:
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        uid = Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[0]
+    except (OSError, IndexError):
+        return f"{pid} (gone)"
+    return f"{pid} uid={uid} {comm!r} {cmdline.strip()[:80]!r}"
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _marked_processes() -> set[int]:
+    """Orphans (re-parented to init or to us) carrying the fixtures' marker in their name,
+    command line or environment. Marked processes with another parent belong to a grading
+    still in progress (another session's, say), not to one that has finished."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        if _parent(int(entry.name)) not in (1, os.getpid()):
+            continue
+        for part in ("comm", "cmdline", "environ"):
+            try:
+                if MARKER.encode() in (entry / part).read_bytes():
+                    found.add(int(entry.name))
+                    break
+            except OSError:
+                continue
+    return found
+
+
+def _kill(pids: set[int]) -> None:
+    for pid in pids:
+        for send in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+            try:
+                send()
+            except (ProcessLookupError, PermissionError):
+                pass
+    for pid in pids:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _survivors(children_before: set[int]) -> tuple[str, ...]:
+    """What the submission left alive, recorded and then killed (until none are left)."""
+    seen: list[str] = []
+    for _ in range(50):
+        found = (_our_children() - children_before) | _marked_processes()
+        alive = {pid for pid in found if not _is_zombie(pid)}
+        seen.extend(_describe(pid) for pid in sorted(alive))
+        _kill(found)           # reaps the dead ones that are ours too
+        if not alive:
+            break
+    return tuple(seen)
+
+
+# --- running the CLI ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def workspace():
+    """A folder the worker's user could write to if nothing hid it (the report goes there)."""
+    folder = Path(tempfile.mkdtemp(prefix="grader-hostile-"))
+    folder.chmod(0o777)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+    squatted = squat_output(folder)
+    shutil.rmtree(squatted, ignore_errors=True)
+    for path in (squatted, Path(f"{squatted}.forged")):
+        path.unlink(missing_ok=True)
+
+
+_graded: dict[tuple, Graded] = {}
+SQUAT = "squat_report_path.py"
+
+
+def squat_output(workspace: Path) -> Path:
+    """squat_report_path.py's report goes straight into /tmp, which the worker's user can write
+    to and which is never hidden (the worker's own folder lives there)."""
+    return Path(tempfile.gettempdir()) / f"{workspace.name}-squat.json"
+
+
+def _run_cli(name: str, workspace: Path, *extra: str, output: Path | None = None,
+             run: int = 1) -> Graded:
+    key = (name, extra, str(output), run)
+    if key in _graded:
+        return _graded[key]
+    if output is None and name == SQUAT:
+        output = squat_output(workspace)
+    if output is None:
+        output = workspace / f"{Path(name).stem}-{run}" / "report.json"
+        output.parent.mkdir(mode=0o777, exist_ok=True)
+        output.parent.chmod(0o777)
+    cwd = workspace / f"{Path(name).stem}-{run}-cwd"
+    cwd.mkdir(mode=0o777, exist_ok=True)
+    cwd.chmod(0o777)
+    if name in ONE_CASE:
+        extra = ("--case", "course-001", *extra)
+    command = [sys.executable, "-m", "grader", str(HOSTILE / name), "--assignment", str(ASSIGNMENT),
+               "--device", "cpu", "-o", str(output), "--json", *extra]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    children_before = _our_children()
+    started = time.monotonic()
+    try:
+        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=150)
+    finally:
+        survivors = _survivors(children_before)
+    wall_s = time.monotonic() - started
+    assert done.returncode == 0, f"{name}: exit {done.returncode}\n{done.stderr[-3000:]}"
+    report_text = output.read_text()
+    graded = Graded(name=name, report=json.loads(report_text), report_text=report_text, stdout=done.stdout,
+                    stderr=done.stderr, returncode=done.returncode, wall_s=wall_s, output=output,
+                    survivors=survivors)
+    _graded[key] = graded
+    return graded
+
+
+@pytest.fixture(scope="module")
+def grade(workspace):
+    def run(name: str, *extra: str, output: Path | None = None, run: int = 1) -> Graded:
+        return _run_cli(name, workspace, *extra, output=output, run=run)
+    return run
+
+
+def _validator():
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(SCHEMA.read_text())
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+def assert_grader_report(graded: Graded) -> None:
+    """The report at -o is the grader's own: schema-valid, about this fixture, the same as the
+    one printed on stdout, nothing the submission forged; and nothing the submission started is
+    still alive; and it came in time."""
+    errors = sorted(_validator().iter_errors(graded.report), key=lambda e: list(e.path))
+    assert not errors, f"{graded.name}: schema errors: {[e.message for e in errors[:5]]}"
+    assert graded.report["assignment"]["id"] == "conv2d-hostile"
+    expected_sha = hashlib.sha256((HOSTILE / graded.name).read_bytes()).hexdigest()
+    assert graded.report["submission"]["sha256"] == expected_sha
+    assert "forged" not in graded.report
+    assert json.loads(graded.stdout) == graded.report, "stdout and the -o file disagree"
+    assert set(graded.report["classes"]) == set(CLASSES)
+    limit = SLOW_WALL_LIMIT_S if graded.name in SLOW_FIXTURES else WALL_LIMIT_S
+    assert graded.wall_s < limit, f"{graded.name} took {graded.wall_s:.1f} s"
+    assert not graded.survivors, f"{graded.name} left processes alive: {graded.survivors}"
+
+
+def statuses(graded: Graded, name: str) -> set[str]:
+    return {case["status"] for case in graded.cases(name)}
+
+
+def messages(graded: Graded, name: str) -> str:
+    return "\n".join(case["message"] for case in graded.cases(name))
+
+
+def stdout_tails(graded: Graded, name: str) -> str:
+    return "\n".join(case["stdout_tail"] for case in graded.cases(name))
+
+
+# --- 1. patching what a grader might compare with ---------------------------------------
+
+def test_patched_comparisons_have_no_effect(grade):
+    graded = grade("patch_comparisons.ipynb")
+    assert_grader_report(graded)
+    assert graded.report["load"]["errors"] == []
+    for name in CLASSES:
+        assert graded.cls(name)["status"] == "graded"
+        assert graded.cls(name)["score"] == 0
+        assert statuses(graded, name) == {"failed"}
+        assert "values wrong" in messages(graded, name)
+
+
+# --- 2. returning something that is not a plain tensor ----------------------------------
+
+def test_tensor_subclass_is_graded_as_plain_data(grade):
+    graded = grade("tensor_subclass.py")
+    assert_grader_report(graded)
+    honest = graded.cls("Conv2dLoop")
+    assert honest["score"] == honest["max_score"]
+    assert all("graded as its plain data" in c["message"] for c in honest["cases"])
+    liar = graded.cls("Conv2dMatrix")        # wrong values, __torch_function__ claims equality
+    assert liar["score"] == 0 and statuses(graded, "Conv2dMatrix") == {"failed"}
+    assert "values wrong" in messages(graded, "Conv2dMatrix")
+    saboteur = graded.cls("Conv2dMatrixV2")  # raises from any torch function touching it
+    assert saboteur["score"] == saboteur["max_score"]
+    assert all("Saboteur" in c["returned_type"] for c in saboteur["cases"])
+
+
+def test_objects_are_never_unpickled(grade):
+    REDUCE_MARKER.unlink(missing_ok=True)
+    graded = grade("malicious_reduce.py")
+    assert_grader_report(graded)
+    assert not REDUCE_MARKER.exists(), "something unpickled the submission's object"
+    assert statuses(graded, "Conv2dLoop") == {"failed"}
+    assert "returned submission.Payload, expected a torch.Tensor" in messages(graded, "Conv2dLoop")
+    for name, kind in (("Conv2dMatrix", "numpy.ndarray"), ("Conv2dMatrixV2", "list")):
+        assert graded.cls(name)["score"] == 0
+        for case in graded.cases(name):
+            assert case["status"] == "failed"
+            assert f"returned {kind}, expected a torch.Tensor (its values are right)" in case["message"]
+
+
+# --- 3. looking for the answer -----------------------------------------------------------
+
+@needs_root
+def test_the_answer_is_nowhere_to_be_found(grade):
+    graded = grade("answer_hunt.py")
+    assert_grader_report(graded)
+    for name in CLASSES:
+        assert graded.cls(name)["score"] == 0
+        assert statuses(graded, name) == {"failed"}
+    assert "0 of the output's shape" in stdout_tails(graded, "Conv2dLoop")
+    assert "No module named 'reference.conv2d'" in stdout_tails(graded, "Conv2dMatrix")
+    assert "disk search found: None" in stdout_tails(graded, "Conv2dMatrixV2")
+    hidden = graded.report["environment"]["protections"]["hidden_paths"]
+    assert str(ROOT / "reference") in hidden and str(ROOT / ".git") in hidden
+
+
+# --- 4. forging the result ---------------------------------------------------------------
+
+@needs_root
+def test_forged_reports_do_not_stick(grade):
+    graded = grade("forge_report.py")
+    assert_grader_report(graded)
+    for name in ("Conv2dLoop", "Conv2dMatrix"):
+        assert graded.cls(name)["score"] == 0 and statuses(graded, name) == {"failed"}
+    assert statuses(graded, "Conv2dMatrixV2") == {"error"}
+    # The fake report only ever appears as the submission's captured output.
+    assert '"forged": true' in stdout_tails(graded, "Conv2dLoop")
+    time.sleep(1.0)  # a daemon that survived would rewrite the file by now
+    assert graded.output.read_text() == graded.report_text
+    cwd = graded.output.parent.parent / "forge_report-1-cwd"
+    assert not list(cwd.iterdir()), "the submission wrote into the grader's working directory"
+    assert sorted(p.name for p in graded.output.parent.iterdir()) == ["report.json"]
+
+
+@needs_root
+def test_squatting_on_the_report_path_does_not_stop_the_report(grade):
+    graded = grade(SQUAT)       # tries to make a directory where the report file goes
+    assert_grader_report(graded)
+    assert graded.output.is_file() and graded.output.parent == Path(tempfile.gettempdir())
+    assert not Path(f"{graded.output}.forged").exists()
+    assert "squatting:" in graded.report["load"]["stdout_tail"]
+    for name in CLASSES:
+        assert graded.cls(name)["status"] == "missing"
+
+
+@pytest.mark.slow
+def test_messages_forged_on_the_reply_pipe_are_protocol_errors(grade):
+    graded = grade("forge_protocol.py")
+    assert_grader_report(graded)
+    errors = {e["line"]: e for e in graded.report["load"]["errors"]}
+    assert errors[45]["type"] == "Fatal" and "header is not JSON" in errors[45]["message"]
+    assert errors[46]["type"] == "Fatal" and "malformed unit_done message" in errors[46]["message"]
+    for case in graded.cases("Conv2dLoop"):     # a forged result, duration 10**400
+        assert case["status"] == "failed" and case["duration_s"] < 10
+    assert graded.cases("Conv2dMatrix")[0]["status"] == "timeout"   # noise, never a result
+    v2 = {c["id"]: c for c in graded.cases("Conv2dMatrixV2")}
+    assert v2["basic-002"]["status"] == "error"
+    assert v2["basic-002"]["message"].startswith("protocol error: malformed tensor spec")
+    assert v2["course-001"]["status"] == v2["basic-001"]["status"] == "passed"
+
+
+# --- 5. leaving early ----------------------------------------------------------------------
+
+def test_exiting_inside_call_is_an_error_for_that_class_only(grade):
+    graded = grade("exit_in_call.py")
+    assert_grader_report(graded)
+    assert statuses(graded, "Conv2dLoop") == {"error"}
+    assert "SystemExit: leaving" in messages(graded, "Conv2dLoop")
+    assert statuses(graded, "Conv2dMatrix") == {"error"}
+    assert "exited with code 3" in messages(graded, "Conv2dMatrix")
+    assert graded.cls("Conv2dMatrixV2")["score"] == 35
+    assert graded.report["environment"]["worker_restarts"] >= 1
+
+
+def test_interrupts_inside_call_are_errors(grade):
+    graded = grade("interrupt_in_call.py")
+    assert_grader_report(graded)
+    assert statuses(graded, "Conv2dLoop") == {"error"}
+    assert "KeyboardInterrupt" in messages(graded, "Conv2dLoop")
+    assert statuses(graded, "Conv2dMatrix") == {"error"}
+    assert "SystemExit" in messages(graded, "Conv2dMatrix")
+    assert graded.cls("Conv2dMatrixV2")["score"] == 35
+
+
+def test_exiting_at_import_is_blamed_on_its_statement(grade):
+    graded = grade("exit_at_import.ipynb")
+    assert_grader_report(graded)
+    errors = {(e["cell"], e["line"]): e for e in graded.report["load"]["errors"]}
+    assert errors[(2, 6)]["type"] == "SystemExit"
+    assert errors[(3, 5)]["type"] == "KeyboardInterrupt"
+    assert errors[(4, 1)]["type"] == "Fatal" and "exited with code 4" in errors[(4, 1)]["message"]
+    assert len(errors) == 3
+    assert graded.report["score"] == graded.report["max_score"] == 100
+
+
+# --- 6. runaways ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_runaway_statements_at_import_are_skipped(grade):
+    graded = grade("loop_at_import.py")
+    assert_grader_report(graded)
+    errors = {e["line"]: e for e in graded.report["load"]["errors"]}
+    assert errors[23]["type"] == "Timeout"     # busy loop: the statement alarm
+    assert errors[24]["type"] == "Timeout"     # endless sleep
+    assert errors[25]["type"] == "Fatal"       # swallows the alarm: the grader's load deadline
+    assert "loading took longer than 6 s" in errors[25]["message"]
+    assert graded.report["score"] == 100
+
+
+@pytest.mark.slow
+def test_runaway_calls_time_out(grade):
+    graded = grade("loop_in_call.py")
+    assert_grader_report(graded)
+    for name in CLASSES:
+        (case,) = graded.cases(name)
+        assert case["status"] == "timeout"
+        assert case["message"] == "did not finish within 2 s"
+        assert case["duration_s"] < 4
+
+
+def test_memory_growth_hits_the_memory_limit(grade):
+    graded = grade("memory_hog.py")
+    assert_grader_report(graded)
+    for name in ("Conv2dLoop", "Conv2dMatrix"):
+        (case,) = graded.cases(name)
+        assert case["status"] == "error"
+        assert "the memory limit is 1024 MB" in case["message"]
+    (case,) = graded.cases("Conv2dMatrixV2")  # swallowed every MemoryError and returned junk
+    assert case["status"] == "failed"
+
+
+def test_output_floods_are_cut_off(grade):
+    graded = grade("output_flood.py")
+    assert_grader_report(graded)
+    for name in ("Conv2dLoop", "Conv2dMatrix"):   # 100 MB over time; 2 MB at once
+        (case,) = graded.cases(name)
+        assert case["status"] == "error"
+        assert case["message"] == "printed more than 512 KB of output (the limit)"
+        assert len(case["stdout_tail"]) < 4096
+    assert graded.cls("Conv2dMatrixV2")["score"] == 35
+    assert len(graded.report_text) < 200_000
+
+
+@needs_root
+def test_growing_files_hit_the_file_limits(grade):
+    leftovers = [p for folder in ("/tmp", "/var/tmp", "/dev/shm") for p in Path(folder).glob(f"{MARKER}-*")]
+    graded = grade("file_bomb.py")
+    assert_grader_report(graded)
+    (case,) = graded.cases("Conv2dLoop")
+    assert case["status"] == "error" and "the file size limit is 16 MB" in case["message"]
+    (case,) = graded.cases("Conv2dMatrix")        # SIGXFSZ restored to its default: it kills
+    assert case["status"] == "error" and "SIGXFSZ (file size limit)" in case["message"]
+    (case,) = graded.cases("Conv2dMatrixV2")      # many files in the shared temporary folders
+    assert case["status"] == "failed"
+    written = int(case["stdout_tail"].split("wrote ")[1].split(" MB")[0])
+    assert written < 200
+    now = [p for folder in ("/tmp", "/var/tmp", "/dev/shm") for p in Path(folder).glob(f"{MARKER}-*")]
+    assert now == leftovers, "the submission's files reached the machine's temporary folders"
+
+
+def test_fork_bombs_hit_the_process_limit_and_die(grade):
+    graded = grade("fork_bomb.py")
+    assert_grader_report(graded)
+    (case,) = graded.cases("Conv2dLoop")
+    assert case["status"] == "error" and "the process limit was reached" in case["message"]
+    assert graded.cls("Conv2dMatrixV2")["score"] == 35
+
+
+def test_detached_processes_do_not_outlive_grading(grade):
+    graded = grade("detach_daemons.py")
+    assert_grader_report(graded)    # asserts no survivors, by re-parenting and by marker
+    assert graded.report["load"]["errors"] == []
+    assert graded.cls("Conv2dMatrixV2")["score"] == 35
+
+
+# --- 7. shortcuts ----------------------------------------------------------------------------
+
+def test_convolution_shortcuts_are_violations(grade):
+    graded = grade("shortcuts.py")
+    assert_grader_report(graded)
+    for name in CLASSES:
+        report = graded.cls(name)
+        assert report["score"] == 0
+        assert any(v["operator"] == "convolution" and v["source"] == "dispatch" for v in report["violations"])
+        assert report["message"].startswith("scored 0: uses aten.convolution")
+
+
+def test_im2col_is_a_violation_but_tensor_unfold_is_not(grade):
+    graded = grade("unfold_shortcut.py")
+    assert_grader_report(graded)
+    for name in ("Conv2dLoop", "Conv2dMatrix"):
+        report = graded.cls(name)
+        assert report["score"] == 0
+        assert any(v["operator"] == "im2col" for v in report["violations"])
+    legit = graded.cls("Conv2dMatrixV2")
+    assert legit["score"] == 35 and legit["violations"] == []
+
+
+def test_indexing_and_tensor_unfold_get_full_marks(grade):
+    graded = grade("legit_indexing.py")
+    assert_grader_report(graded)
+    assert graded.report["score"] == 100
+    assert all(graded.cls(name)["violations"] == [] for name in CLASSES)
+
+
+def test_switching_off_the_recorder_is_reported_as_tampering(grade):
+    graded = grade("tamper_recorder.py")
+    assert_grader_report(graded)
+    for name in CLASSES:
+        report = graded.cls(name)
+        assert report["score"] == 0
+        assert report["violations"], name
+    for name in ("Conv2dLoop", "Conv2dMatrix"):
+        assert any(v["kind"] == "tampering" for v in graded.cls(name)["violations"])
+    # getattr(_python_dispatch, "_pop" + "_mode"): the static scan folds the constant string.
+    assert any("_pop_mode" in v["operator"] for v in graded.cls("Conv2dMatrixV2")["violations"])
+
+
+# --- 8. mutating the caller's data -------------------------------------------------------
+
+def test_in_place_changes_to_input_or_kernel_fail(grade):
+    graded = grade("mutates_inputs.py")
+    assert_grader_report(graded)
+    assert statuses(graded, "Conv2dLoop") == {"failed"}
+    assert all(c["message"] == "modified its input tensor in place" for c in graded.cases("Conv2dLoop"))
+    assert statuses(graded, "Conv2dMatrix") == {"failed"}
+    assert all(c["message"] == "modified its kernel in place" for c in graded.cases("Conv2dMatrix"))
+    assert graded.cls("Conv2dMatrixV2")["score"] == 35
+
+
+# --- 9. non-determinism ----------------------------------------------------------------------
+
+def test_random_submissions_get_the_same_report_twice(grade):
+    first, second = grade("nondeterministic.py", run=1), grade("nondeterministic.py", run=2)
+    for graded in (first, second):
+        assert_grader_report(graded)
+
+    def verdicts(graded):
+        return {name: [(c["id"], c["status"], c["message"], c["max_abs_error"]) for c in graded.cases(name)]
+                for name in CLASSES}
+
+    assert verdicts(first) == verdicts(second)
+    assert [first.cls(n)["score"] for n in CLASSES] == [second.cls(n)["score"] for n in CLASSES]
+    # The randomness is real: within a run, the coin lands both ways.
+    outcomes = {c["status"] for name in CLASSES for c in first.cases(name)}
+    assert outcomes == {"passed", "failed"}
+
+
+# --- all of them -------------------------------------------------------------------------------
+
+ALL_FIXTURES = sorted(p.name for p in HOSTILE.iterdir() if p.suffix in (".py", ".ipynb"))
+
+
+@pytest.mark.slow
+def test_every_fixture_gets_a_valid_report(grade):
+    """Every hostile fixture, one after another in one process: no crash, no hang, a
+    schema-valid report of the grader's own for each, and no survivors."""
+    assert len(ALL_FIXTURES) >= 20
+    for name in ALL_FIXTURES:
+        if name == SQUAT and os.geteuid() != 0:
+            continue
+        assert_grader_report(grade(name))
