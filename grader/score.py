@@ -56,7 +56,7 @@ class Violation:
 
     def describe(self) -> str:
         what = f"aten.{self.operator}" if self.source == "dispatch" else self.operator
-        verb = "switches off the operator check via" if self.kind == "tampering" else "uses"
+        verb = "works around the operator check with" if self.kind == "tampering" else "uses"
         where = f" at {self.location}" if self.location else ""
         when = f" (case {self.case})" if self.case else " (found in the source)"
         return f"{verb} {what}{where}{when}"

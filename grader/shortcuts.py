@@ -22,7 +22,13 @@ FUNCTIONAL_MODULES = {"F", "functional"}
 TAMPERING_NAMES = {"_python_dispatch", "_pop_mode", "_push_mode", "_unset_dispatch_mode",
                    "_set_dispatch_mode", "_disable_current_modes", "_DisableTorchDispatch",
                    "DisableTorchFunction", "DisableTorchFunctionSubclass", "_len_torch_dispatch_stack",
-                   "_get_dispatch_stack_at", "_ExcludeDispatchKeyGuard", "_DisablePythonDispatcher"}
+                   "_get_dispatch_stack_at", "_ExcludeDispatchKeyGuard", "_DisablePythonDispatcher",
+                   "_pop_torch_dispatch_stack", "_push_on_torch_dispatch_stack", "_set_torch_dispatch_mode",
+                   "_get_torch_dispatch_mode", "_python_dispatcher", "addaudithook"}
+# The operator recorder watches the worker's main thread only: a graded class that
+# computes on another thread or process could hide a shortcut from it.
+CONCURRENCY_MODULES = {"threading", "_thread", "multiprocessing", "concurrent", "subprocess", "ctypes"}
+CONCURRENCY_CALLS = {"fork", "forkpty", "posix_spawn", "spawnv", "spawnl", "system", "popen", "start_new_thread"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,11 @@ def _classify(node: ast.AST, aliases: set[str]) -> tuple[str, str] | None:
     if isinstance(node, ast.Attribute):
         if node.attr in TAMPERING_NAMES:
             return node.attr, "tampering"
+        if isinstance(node.value, ast.Name) and node.value.id in ("os", "_thread") \
+                and node.attr in CONCURRENCY_CALLS:
+            return ast.unparse(node), "tampering"
+        if isinstance(node.value, ast.Name) and node.value.id in CONCURRENCY_MODULES:
+            return ast.unparse(node), "tampering"
         if node.attr in FORBIDDEN_NAMES:
             return ast.unparse(node), "shortcut"
         if node.attr in FUNCTIONAL_ONLY and _is_functional(node.value):
@@ -67,11 +78,19 @@ def _classify(node: ast.AST, aliases: set[str]) -> tuple[str, str] | None:
             return node.id, "shortcut"
         if node.id in TAMPERING_NAMES:
             return node.id, "tampering"
+    elif isinstance(node, (ast.Import, ast.ImportFrom)):
+        modules = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+        for module in modules:
+            if module.split(".")[0] in CONCURRENCY_MODULES or module.startswith("torch.utils._python_dispatch") \
+                    or module in ("grader", "reference") or module.startswith(("grader.", "reference.")):
+                return f"import {module}", "tampering"
     elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr" \
             and len(node.args) >= 2:
         attribute = _constant_string(node.args[1])
-        if attribute in FORBIDDEN_NAMES or attribute in TAMPERING_NAMES:
+        if attribute in FORBIDDEN_NAMES:
             return f"getattr(..., {attribute!r})", "shortcut"
+        if attribute in TAMPERING_NAMES:
+            return f"getattr(..., {attribute!r})", "tampering"
     return None
 
 
@@ -88,6 +107,11 @@ def _constant_string(node: ast.AST) -> str | None:
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
         left, right = _constant_string(node.left), _constant_string(node.right)
         return None if left is None or right is None else left + right
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "join" \
+            and len(node.args) == 1 and isinstance(node.args[0], (ast.List, ast.Tuple)):
+        separator = _constant_string(node.func.value)
+        parts = [_constant_string(element) for element in node.args[0].elts]
+        return None if separator is None or None in parts else separator.join(parts)
     if isinstance(node, ast.JoinedStr):
         parts = [_constant_string(v) if not isinstance(v, ast.FormattedValue) else _constant_string(v.value)
                  for v in node.values]
