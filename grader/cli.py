@@ -47,18 +47,44 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+# Subcommands live in their own modules, imported only when used: `grade batch ...`
+# must not pay for what `grade SUBMISSION` needs, and the other way round.
+SUBCOMMANDS = {
+    "batch": "grader.batch:main",
+    "merge": "grader.batch:merge_main",
+    "check": "grader.selfcheck:main",
+    "bundle": "grader.bundle:main",
+}
+
+
 def _main(argv: list[str]) -> int:
+    if argv and argv[0] in SUBCOMMANDS:
+        module_name, _, function = SUBCOMMANDS[argv[0]].partition(":")
+        import importlib
+
+        return getattr(importlib.import_module(module_name), function)(argv[1:])
     if argv and argv[0] in ("-h", "--help"):
         build_parser().print_help()
+        print(f"\nother commands: {', '.join(f'grade {name} --help' for name in SUBCOMMANDS)}")
         return EXIT_OK
     args = build_parser().parse_args(argv)
+    from . import forkserver, reaper
+
+    reaper.become_subreaper()
+    forkserver.prestart()  # its torch import overlaps with ours, below
+    try:
+        return _grade_one(args)
+    finally:
+        forkserver.shutdown()
+
+
+def _grade_one(args) -> int:
     from . import reaper
     from .config import load_assignment
     from .pipeline import grade
     from .render import render_text
     from .report import report_to_dict, write_json_atomically
 
-    reaper.become_subreaper()
     assignment = load_assignment(args.assignment)
     extra_hidden = [args.output.resolve().parent] if args.output else []
     report = grade(Path(args.submission), assignment, seed=args.seed, device=args.device,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from . import reaper
+from . import forkserver, reaper
 from .cases import Case, make_tensors
 from .config import Assignment
 from .protocol import Channel, ChannelClosed, ChannelTimeout, ProtocolError, tensor_digest
@@ -131,18 +131,21 @@ class WorkerProcess:
         request_read, request_write = os.pipe()
         response_read, response_write = os.pipe()
         self.capture = open(self.capture_path, "ab")
-        bootstrap = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
-                     f"sys.path.insert(0, {str(PACKAGE_ROOT)!r}); "
-                     "from grader.worker import main; main(sys.argv[1])")
-        import json
-
-        spec["request_fd"], spec["response_fd"] = request_read, response_write
+        env = forkserver.worker_environment(str(self.workdir))
+        server = forkserver.get()
         try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", bootstrap, json.dumps(spec)],
-                stdin=subprocess.DEVNULL, stdout=self.capture, stderr=self.capture,
-                env=self._environment(), cwd=str(self.workdir), start_new_session=True,
-                pass_fds=(request_read, response_write), close_fds=True)
+            if server is not None:
+                self.process = server.spawn(spec, env, str(self.workdir),
+                                            (request_read, response_write, self.capture.fileno()))
+            else:
+                import json
+
+                spec["request_fd"], spec["response_fd"] = request_read, response_write
+                self.process = subprocess.Popen(
+                    [sys.executable, "-c", forkserver.bootstrap("worker", "main"), json.dumps(spec)],
+                    stdin=subprocess.DEVNULL, stdout=self.capture, stderr=self.capture,
+                    env=env, cwd=str(self.workdir), start_new_session=True,
+                    pass_fds=(request_read, response_write), close_fds=True)
         finally:
             os.close(request_read)
             os.close(response_write)
@@ -181,16 +184,6 @@ class WorkerProcess:
         elif hasattr(os, "getuid") and os.getuid() != 0:
             rlimits["nproc"] = reaper.count_tasks(os.getuid()) + limits.processes
         return spec
-
-    def _environment(self) -> dict:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.workdir),
-               "TMPDIR": str(self.workdir), "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
-               "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "PYTHONUNBUFFERED": "1"}
-        for name in ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH", "SYSTEMROOT", "VIRTUAL_ENV"):
-            if name in os.environ:
-                env[name] = os.environ[name]
-        return env
 
     def send(self, header: dict, tensors: dict | None = None) -> None:
         try:

@@ -30,10 +30,15 @@ class StatementTimeout(BaseException):
 
 
 def main(spec_json: str) -> None:
+    serve(json.loads(spec_json))
+
+
+def serve(spec: dict) -> None:
+    """Confine this process, then answer requests until told to exit. Runs in a fresh
+    interpreter (main) or in a child forked from the fork server."""
     global _digest, _max_output_bytes
     from grader import sandbox
 
-    spec = json.loads(spec_json)
     protections = sandbox.confine(spec)
     _LIMITS.update(spec.get("rlimits", {}))
     import torch
