@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--case", dest="only_case", metavar="CASE_ID", help="replay one case, e.g. stride-003")
     parser.add_argument("--fail-under", type=float, metavar="SCORE",
                         help="exit 1 when the total score is below SCORE")
+    parser.add_argument("--gradescope", type=Path, metavar="RESULTS.json",
+                        help="also write Gradescope's results.json here")
+    parser.add_argument("--junit", type=Path, metavar="REPORT.xml", help="also write JUnit XML here (CI test tabs)")
     parser.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     parser.add_argument("--quiet", action="store_true", help="print nothing; only write the report")
     return parser
@@ -83,16 +86,22 @@ def _grade_one(args) -> int:
     from .config import load_assignment
     from .pipeline import grade
     from .render import render_text
-    from .report import report_to_dict, write_json_atomically
+    from .report import report_to_dict, write_json_atomically, write_text_atomically
 
     assignment = load_assignment(args.assignment)
-    extra_hidden = [args.output.resolve().parent] if args.output else []
+    extra_hidden = [path.resolve().parent for path in (args.output, args.gradescope, args.junit) if path]
     report = grade(Path(args.submission), assignment, seed=args.seed, device=args.device,
                    only_case=args.only_case, extra_hidden=extra_hidden)
     data = report_to_dict(report)
     reaper.sweep_orphans()  # nothing the submission started may outlive the report
     if args.output:
         write_json_atomically(data, args.output)
+    if args.gradescope:
+        from .exports import gradescope_results
+        write_json_atomically(gradescope_results(data), args.gradescope)
+    if args.junit:
+        from .exports import junit_xml
+        write_text_atomically(junit_xml(data), args.junit)
     if args.json:
         print(json.dumps(data, indent=2))
     elif not args.quiet:

@@ -290,14 +290,16 @@ def submission_id(report: dict, batch: Sequence[dict] = ()) -> str:
     return f"{stem}-{hashlib.sha256(report['submission']['path'].encode()).hexdigest()[:8]}"
 
 
-def gradebook_rows(reports: list[dict]) -> list[dict]:
+def gradebook_rows(reports: list[dict], ids: Sequence[str] | None = None) -> list[dict]:
     """One row per report: submission_id, path, sha256, total, max_total, one score column per
     class (named by the class, in report order; a class one report lacks is left empty), and
     status: ``ok``, or ``;``-joined ``missing:<class>``, ``load_error:<class>`` and
-    ``violation:<class>`` entries."""
+    ``violation:<class>`` entries. `ids`, when given, are the submission ids to use (a batch
+    names its report files by them)."""
     rows = []
-    for report in reports:
-        row = {"submission_id": submission_id(report, reports), "path": report["submission"]["path"],
+    for number, report in enumerate(reports):
+        identity = ids[number] if ids is not None else submission_id(report, reports)
+        row = {"submission_id": identity, "path": report["submission"]["path"],
                "sha256": report["submission"]["sha256"], "total": report["score"],
                "max_total": report["max_score"]}
         problems = []
@@ -322,9 +324,9 @@ def gradebook_columns(rows: list[dict]) -> list[str]:
     return [*FIXED_COLUMNS, *classes, "status"]
 
 
-def write_gradebook_csv(reports: list[dict], path: str | Path) -> Path:
-    """Write `gradebook_rows(reports)` to `path` as UTF-8 CSV with a header row; returns the path."""
-    rows = gradebook_rows(reports)
+def write_gradebook_csv(reports: list[dict], path: str | Path, ids: Sequence[str] | None = None) -> Path:
+    """Write `gradebook_rows(reports, ids)` to `path` as UTF-8 CSV with a header row; returns the path."""
+    rows = gradebook_rows(reports, ids)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as stream:

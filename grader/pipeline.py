@@ -81,3 +81,29 @@ def environment_summary(cuda_available: bool) -> tuple[tuple[str, str], ...]:
         devices.append(f"cuda ({torch.cuda.get_device_name(0)})")
     return (("grader", __version__), ("python", platform.python_version()), ("torch", torch.__version__),
             ("platform", f"{sys.platform}-{platform.machine()}"), ("devices", ", ".join(devices)))
+
+
+def failed_report(submission_path: Path, assignment: Assignment, seed: int | None, devices: tuple[str, ...],
+                  reason: str, duration_s: float = 0.0) -> GradeReport:
+    """A report for a submission the grader could not grade at all (its worker would not start,
+    or the grader failed): every class is a load error with the reason. A batch writes one so
+    that every submission has a report."""
+    from .score import ClassReport
+    from .submission import LoadNote
+
+    try:
+        submission = load_submission(submission_path)
+    except Exception as exc:  # unreadable: report it with what we know
+        import hashlib
+        data = submission_path.read_bytes() if submission_path.is_file() else b""
+        submission = Submission(path=submission_path, kind="notebook" if submission_path.suffix == ".ipynb"
+                                else "module", sha256=hashlib.sha256(data).hexdigest(), units=(),
+                                notes=(LoadNote(None, None, "unreadable", f"{type(exc).__name__}: {exc}"[:300]),))
+    load = LoadOutcome(classes=tuple((c.name, "load_error") for c in assignment.classes), failures=(),
+                       stdout_tail="", fatal=reason)
+    classes = tuple(ClassReport(name=c.name, status="load_error", score=0.0, max_score=c.points, message=reason,
+                                violations=(), groups=(), cases=()) for c in assignment.classes)
+    return GradeReport(assignment=assignment, submission=submission,
+                       seed=assignment.seed if seed is None else seed, devices=devices, only_case=None,
+                       classes=classes, load=load, protections=(), environment=environment_summary(False),
+                       worker_restarts=0, duration_s=round(duration_s, 3))

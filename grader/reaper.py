@@ -116,3 +116,9 @@ def count_tasks(uid: int) -> int:
         except (OSError, KeyError, ValueError):
             continue
     return total
+
+
+def kill_all_workers() -> None:
+    """Ctrl-C in a batch: every worker goes, now."""
+    for pid in list(_live_workers):
+        kill_worker(pid)

@@ -96,15 +96,18 @@ def _cell_number(filename: str) -> int | None:
 
 
 def write_json_atomically(data: dict, path: Path) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a report,
+    write_text_atomically(json.dumps(data, indent=2) + "\n", path)
+
+
+def write_text_atomically(text: str, path: Path) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file,
     and whatever was at `path` before (even a forged report) is replaced."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=2)
-            stream.write("\n")
+            stream.write(text)
         os.replace(temporary, path)
     except BaseException:
         try:

@@ -134,3 +134,16 @@ def test_console_script_and_module_behave_the_same():
         pytest.skip("the package is not installed (pip install -e .)")
     result = subprocess.run([script, "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout == grade("--help").stdout
+
+
+def test_gradescope_and_junit_files_come_from_the_same_report(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    out, results, junit = tmp_path / "r.json", tmp_path / "gs" / "results.json", tmp_path / "junit.xml"
+    result = grade(SUBMISSIONS / "missing_class.py", "--device", "cpu", "--case", "stride-001", "-o", out,
+                   "--gradescope", results, "--junit", junit, "--quiet")
+    assert result.returncode == 0, result.stderr
+    report, gradescope = json.loads(out.read_text()), json.loads(results.read_text())
+    assert gradescope["score"] == report["score"] == 65
+    suites = ET.parse(junit).getroot()
+    assert int(suites.get("tests")) == sum(len(c["cases"]) for c in report["classes"].values())
