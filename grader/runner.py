@@ -496,8 +496,11 @@ class WorkerSession:
             return CaseRun(case=case, class_name=class_name, status="crashed",
                            message=getattr(exc, "reason", f"protocol error: {exc}"),
                            duration_s=time.monotonic() - started, stdout_tail=tail)
-        return self._case_run(case, class_name, message, data, kernel,
-                              time.monotonic() - started, worker.output_since(offset))
+        run = self._case_run(case, class_name, message, data, kernel,
+                             time.monotonic() - started, worker.output_since(offset))
+        if message.get("restart") is True:
+            self._restart_later()  # the CUDA context is lost: the next case gets a new worker
+        return run
 
     @staticmethod
     def _case_run(case: Case, class_name: str, message: dict, data, kernel, elapsed: float,

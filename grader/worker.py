@@ -129,6 +129,8 @@ class Worker:
             response.update(self._run_case(request, tensors))
         except BaseException as exc:
             response.update(status="error", error=self._describe(exc))
+        if request.get("device") == "cuda" and response.get("status") == "error":
+            response["restart"] = _cuda_context_lost(response.get("error") or {})
         _flush_output()
         self.channel.send({k: v for k, v in response.items() if k != "output"},
                           {"output": response["output"]} if "output" in response else None)
@@ -271,11 +273,35 @@ def _plain_data(result):
         return torch.Tensor.as_subclass(output, torch.Tensor).detach().contiguous(), "cpu"
 
 
+def _cuda_context_lost(error: dict) -> bool:
+    """A device-side assert or an illegal memory access poisons the CUDA context for good:
+    every later CUDA call in this process fails, so the next case needs a new worker. Out of
+    memory does not: free the cache and go on."""
+    import torch
+
+    text = f"{error.get('type', '')} {error.get('message', '')}"
+    if "out of memory" in text:
+        try:
+            torch.cuda.empty_cache()
+        except Exception:
+            return True
+        return False
+    if "CUDA error" in text or "AcceleratorError" in text or "cudaError" in text:
+        return True
+    try:
+        torch.cuda.synchronize()
+        return False
+    except Exception:
+        return True
+
+
 def _limit_hint(exc: BaseException) -> str:
     """Names the sandbox limit behind an error, so the report says why memory ran out,
     a fork failed or a write stopped."""
     import errno
 
+    if type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc):
+        return " (out of GPU memory)"
     memory = _LIMITS.get("as") or _LIMITS.get("data")
     if memory and (isinstance(exc, MemoryError) or "can't allocate memory" in str(exc)
                    or getattr(exc, "errno", None) == errno.ENOMEM):

@@ -24,7 +24,10 @@ FIXTURES = ROOT / "tests" / "fixtures"
 
 def timed(command: list[str], **kwargs) -> tuple[float, subprocess.CompletedProcess]:
     started = time.monotonic()
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, **kwargs)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, **kwargs)
+    except FileNotFoundError as error:  # no jupyter on a bare GPU image
+        result = subprocess.CompletedProcess(command, 127, "", str(error))
     return time.monotonic() - started, result
 
 

@@ -1,0 +1,50 @@
+"""Grade every fixture on CPU and CUDA and print one table (issue 7's hardware check).
+
+    python scripts/gpu_table.py
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def verdict(cases: list[dict], device: str) -> str:
+    ran = [c for c in cases if c["device"] == device and c["status"] != "skipped"]
+    if not ran:
+        return "-"
+    passed = sum(1 for c in ran if c["status"] == "passed")
+    return f"{passed}/{len(ran)}"
+
+
+def main() -> None:
+    paths = sorted((FIXTURES / "submissions").glob("*.ipynb")) + sorted((FIXTURES / "submissions").glob("*.py")) \
+        + sorted((FIXTURES / "gpu").glob("*.py"))
+    out = Path(tempfile.mkdtemp())
+    print(f"{'fixture':<28} {'class':<15} {'cpu':>6} {'cuda':>6} {'score':>8}  {'s':>5}  first cuda failure")
+    for path in paths:
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "grader", str(path), "--device", "auto", "-o",
+                                 str(out / "r.json"), "--quiet"], capture_output=True, text=True, cwd=ROOT)
+        seconds = time.monotonic() - started
+        if result.returncode != 0:
+            print(f"{path.name:<28} grader failed ({result.returncode}): {result.stderr.strip()[-200:]}")
+            continue
+        report = json.loads((out / "r.json").read_text())
+        for name, cls in report["classes"].items():
+            failure = next((c["message"] for c in cls["cases"] if c["device"] == "cuda"
+                            and c["status"] not in ("passed", "skipped", "unsupported")), "")
+            causes = ",".join(c["cause"] for c in cls.get("likely_causes", []))
+            status = cls["status"] if cls["status"] != "graded" else ""
+            print(f"{path.name:<28} {name:<15} {verdict(cls['cases'], 'cpu'):>6} {verdict(cls['cases'], 'cuda'):>6} "
+                  f"{cls['score']:>8.2f}  {seconds:>5.1f}  {status}{failure[:70]}{' [' + causes + ']' if causes else ''}")
+
+
+if __name__ == "__main__":
+    main()

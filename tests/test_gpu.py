@@ -1,0 +1,84 @@
+"""CUDA behaviour, checked on real hardware by scripts/gpu_check.sh; skipped without CUDA."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import FIXTURES, ROOT, SUBMISSIONS
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+def grade(path, *args, tmp_path):
+    out = tmp_path / f"{path.stem}.json"
+    result = subprocess.run([sys.executable, "-m", "grader", str(path), "-o", str(out), "--quiet", *args],
+                            capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return json.loads(out.read_text())
+
+
+def cases(report, class_name, device="cuda"):
+    return [c for c in report["classes"][class_name]["cases"] if c["device"] == device]
+
+
+def test_a_correct_submission_passes_every_cuda_case_even_at_64_channels(tmp_path):
+    report = grade(SUBMISSIONS / "correct_module.py", "--device", "cuda", tmp_path=tmp_path)
+    for name in report["classes"]:
+        assert {c["status"] for c in cases(report, name)} == {"passed"}, name
+    assert any(c["group"] == "wide_channels" for c in cases(report, "Conv2dMatrixV2"))
+    limits = report["environment"]["protections"]["resource_limits"]
+    assert "data=" in limits and "as=" not in limits   # a memory cap that CUDA can start under
+
+
+def test_tf32_convolution_misses_a_naive_allclose_and_float32_matmul_passes_ours():
+    from grader.cases import build_cases, make_tensors
+    from grader.compare import compare, expected_output
+    from grader.config import load_assignment
+    from grader.runner import CaseRun
+    from reference.conv2d import Conv2dMatrixV2
+
+    assignment = load_assignment("conv2d")
+    [case] = build_cases(assignment, 2026, ("cuda",), only_case="wide_channels-001")
+    data, kernel = make_tensors(case)
+    expected, _ = expected_output(case)
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=True):
+        tf32 = torch.nn.functional.conv2d(data.cuda(), kernel.cuda()).double().cpu()
+    relative = float((tf32 - expected).abs().max() / expected.abs().max())
+    print(f"nn.Conv2d float32 with TF32 vs float64 at 64 channels: {relative:.2e} relative")
+    layer = Conv2dMatrixV2(64, 64, 3, 1)
+    layer.set_kernel(kernel.cuda())
+    output = layer(data.cuda())
+    run = CaseRun(case=case, class_name="Conv2dMatrixV2", status="returned", output=output.cpu(),
+                  returned_type="torch.Tensor", returned_kind="tensor", output_device="cuda:0")
+    assert compare(run, assignment.tolerance).verdict == "passed"
+    if relative > 1e-4:  # what PyTorch's default TF32 convolutions do on Ampere and later
+        assert not torch.allclose(tf32.float(), expected.float(), rtol=1e-4, atol=1e-4)
+
+
+def test_cpu_tensors_for_cuda_inputs_fail_on_cuda_only_with_the_cause(tmp_path):
+    report = grade(SUBMISSIONS / "cpu_only.ipynb", "--device", "auto", tmp_path=tmp_path)
+    for name, cls in report["classes"].items():
+        assert {c["status"] for c in cases(report, name, "cpu")} == {"passed"}, name
+        assert "passed" not in {c["status"] for c in cases(report, name)}, name
+        assert [c["cause"] for c in cls["likely_causes"]] == ["cpu_tensor_for_cuda_input"], name
+
+
+def test_a_poisoned_cuda_context_costs_one_case_and_a_new_worker(tmp_path):
+    report = grade(FIXTURES / "gpu" / "device_assert.py", "--device", "cuda", tmp_path=tmp_path)
+    loop = {c["id"]: c for c in cases(report, "Conv2dLoop")}
+    assert loop["course-001"]["status"] == "error"
+    assert "CUDA" in loop["course-001"]["message"] or "assert" in loop["course-001"]["message"]
+    others = [c["status"] for i, c in loop.items() if i != "course-001"]
+    assert others and set(others) == {"passed"}
+    assert report["environment"]["worker_restarts"] >= 1
+
+
+def test_cuda_out_of_memory_is_reported_as_such(tmp_path):
+    report = grade(FIXTURES / "gpu" / "gpu_oom.py", "--device", "auto", "--case", "stride-001", tmp_path=tmp_path)
+    [cpu] = cases(report, "Conv2dMatrix", "cpu")
+    [cuda] = cases(report, "Conv2dMatrix")
+    assert cpu["status"] == "passed"
+    assert cuda["status"] == "error" and "out of GPU memory" in cuda["message"]
