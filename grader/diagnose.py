@@ -18,7 +18,7 @@ CAUSES = (
     "height_width_swapped", "single_output_channel", "output_larger_than_1x1", "padding_applied_twice",
     "padding_ignored", "dilation_ignored", "cpu_tensor_for_cuda_input", "not_a_tensor", "wrong_dtype",
     "input_mutated", "transposed_output", "off_by_constant", "stride_ignored", "padding_wrong", "stride_wrong",
-    "batch_wrong",
+    "batch_wrong", "out_of_gpu_memory", "fails_only_on_cuda",
 )
 
 
@@ -89,7 +89,8 @@ def _permuted_dims(result: CaseResult) -> str | None:
 
 
 def _explained_by(result: CaseResult, causes: list[LikelyCause]) -> bool:
-    everywhere = ("not_a_tensor", "wrong_dtype", "cpu_tensor_for_cuda_input", "input_mutated")
+    everywhere = ("not_a_tensor", "wrong_dtype", "cpu_tensor_for_cuda_input", "input_mutated",
+                  "out_of_gpu_memory", "fails_only_on_cuda")
     return any(cause.cause in everywhere or f"{result.case.id}:" in cause.evidence
                or (cause.cause == "padding_applied_twice" and result.case.params.padding > 0)
                or (cause.cause == "dilation_ignored" and result.case.params.dilation > 1)
@@ -131,18 +132,23 @@ def _stride(ran, failing):
     return None
 
 
+DEVICE_MISMATCH = ("on cpu for a cuda input", "same device", "Expected all tensors to be on the same")
+
+
 def _cuda_only(ran, failing):
     cuda_failures = [r for r in failing if r.case.device == "cuda"]
-    cpu = [r for r in ran if r.case.device == "cpu"]
-    if not cuda_failures or any(r.status != "passed" for r in cpu if r.case.id in {f.case.id for f in cuda_failures}):
+    cpu_passed = {r.case.id for r in ran if r.case.device == "cpu" and r.status == "passed"}
+    only_cuda = [r for r in cuda_failures if r.case.id in cpu_passed]
+    if not only_cuda:
         return None
-    example = cuda_failures[0]
+    example = only_cuda[0]
     text = example.message
-    if "on cpu for a cuda input" in text or "same device" in text or "device" in text.lower():
-        return LikelyCause("cpu_tensor_for_cuda_input",
-                           f"the same cases pass on the CPU and fail on CUDA ({example.case.id}: {text[:160]}); "
-                           "create tensors with device=input.device")
-    return None
+    where = f"{len(only_cuda)} cases pass on the CPU and fail on CUDA ({example.case.id}: {text[:160]})"
+    if any(marker in text for marker in DEVICE_MISMATCH):
+        return LikelyCause("cpu_tensor_for_cuda_input", f"{where}; create tensors with device=input.device")
+    if "out of GPU memory" in text or "CUDA out of memory" in text:
+        return LikelyCause("out_of_gpu_memory", f"{where}; the layer allocates more than the GPU has")
+    return LikelyCause("fails_only_on_cuda", where)
 
 
 def _not_a_tensor(ran, failing):

@@ -195,9 +195,11 @@ class Worker:
             if frame.filename in self.filenames:
                 location = {"filename": frame.filename, "line": frame.lineno, "code": (frame.line or "").strip()}
                 break
-        text = "".join(traceback.format_exception_only(type(exc), exc)).strip() + _limit_hint(exc)
+        hint = _limit_hint(exc)
+        # The hint goes in even when the message is long (CUDA's out-of-memory text is).
+        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:500 - len(hint)] + hint
         formatted = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        return {"type": type(exc).__name__, "message": text[:500], "location": location,
+        return {"type": type(exc).__name__, "message": text, "location": location,
                 "traceback": formatted[-TRACEBACK_LIMIT:]}
 
 
