@@ -52,10 +52,13 @@ def confine(spec: dict) -> dict:
         os.chdir(workdir)
         active["private_workdir"] = "fresh temporary directory"
     if can_drop:
-        os.setgroups([])
-        os.setgid(spec["gid"])
-        os.setuid(spec["uid"])
-        active["unprivileged_user"] = f"uid {spec['uid']}"
+        try:
+            os.setgroups([])
+            os.setgid(spec["gid"])
+            os.setuid(spec["uid"])
+            active["unprivileged_user"] = f"uid {spec['uid']}"
+        except PermissionError:  # root without CAP_SETUID/CAP_SETGID (some containers)
+            pass
     if libc is not None:
         # Both are cleared by a change of credentials, so they come after setuid.
         if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0:
