@@ -16,12 +16,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from . import forkserver, reaper
 from .cases import Case, make_tensors
-from .config import Assignment
+from .config import Assignment, ClassSpec
 from .protocol import Channel, ChannelClosed, ChannelTimeout, ProtocolError, tensor_digest
 from .submission import Submission
 
@@ -100,6 +101,9 @@ class WorkerRun:
     runs: tuple[CaseRun, ...]
     protections: tuple[tuple[str, str], ...]
     restarts: int
+    # What the after-class checks (smallest failing case, per-method checks, speed) found,
+    # by class name; each check's own frozen dataclass.
+    extras: tuple[tuple[str, object], ...] = ()
 
 
 class WorkerDied(Exception):
@@ -502,6 +506,32 @@ class WorkerSession:
             self._restart_later()  # the CUDA context is lost: the next case gets a new worker
         return run
 
+    def call(self, op: str, request: dict, tensors: dict, time_limit: float, class_name: str) -> dict:
+        """One request of another kind than `run` (a method check, a timing) with the same
+        limits: returns the worker's reply, or {"status": "timeout"|"crashed", "message": ...}."""
+        if self.worker is None or self.worker.process is None:
+            outcome = self.load()
+            if outcome.fatal is not None or outcome.state(class_name) != "class":
+                return {"status": "crashed", "message": "the worker could not be restarted with the class loaded"}
+        worker = self.worker
+        token = f"{op}-{time.monotonic_ns()}"
+        started = time.monotonic()
+        try:
+            worker.send(dict(request, op=op, token=token, **{"class": class_name}), tensors)
+            while True:
+                message = worker.receive(started + time_limit, f"running {op}")
+                if message.get("event") == "reply" and message.get("token") == token:
+                    break
+        except ChannelTimeout:
+            self._restart_later()
+            return {"status": "timeout", "message": f"did not finish within {time_limit:g} s"}
+        except (WorkerDied, ProtocolError) as exc:
+            self._restart_later()
+            return {"status": "crashed", "message": getattr(exc, "reason", f"protocol error: {exc}")}
+        if message.get("restart") is True:
+            self._restart_later()
+        return message
+
     @staticmethod
     def _case_run(case: Case, class_name: str, message: dict, data, kernel, elapsed: float,
                   tail: str) -> CaseRun:
@@ -586,12 +616,19 @@ def cpu_budget(assignment: Assignment, cases: tuple[Case, ...]) -> float:
     return total
 
 
+AfterClass = Callable[["WorkerSession", ClassSpec, tuple[CaseRun, ...]], object]
+
+
 def run_submission(assignment: Assignment, submission: Submission, cases: tuple[Case, ...],
-                   cuda_available: bool, extra_hidden: list[Path]) -> WorkerRun:
+                   cuda_available: bool, extra_hidden: list[Path],
+                   after_class: tuple[AfterClass, ...] = ()) -> WorkerRun:
+    """Every case of every loaded class, then each `after_class` check with the worker still
+    up (they run more requests: shrinking a failure, checking methods, timing)."""
     needs_cuda = cuda_available and any(c.device == "cuda" for c in cases)
     session = WorkerSession(assignment, submission, needs_cuda, hidden_paths(submission, extra_hidden),
                             cpu_budget(assignment, cases))
     runs: list[CaseRun] = []
+    extras: list[tuple[str, object]] = []
     try:
         load = session.load()
         for spec in assignment.classes:
@@ -614,7 +651,11 @@ def run_submission(assignment: Assignment, submission: Submission, cases: tuple[
                 run = session.run_case(case, spec.name, time_limit, spec.forbidden_operators)
                 timeouts_in_a_row = timeouts_in_a_row + 1 if run.status == "timeout" else 0
                 runs.append(run)
+            for check in after_class:
+                found = check(session, spec, tuple(r for r in runs if r.class_name == spec.name))
+                if found is not None:
+                    extras.append((spec.name, found))
     finally:
         session.close()
     return WorkerRun(load=load, runs=tuple(runs), protections=tuple(sorted(session.protections.items())),
-                     restarts=session.restarts)
+                     restarts=session.restarts, extras=tuple(extras))

@@ -60,6 +60,8 @@ def serve(spec: dict) -> None:
             worker.load(header)
         elif op == "run":
             worker.run(header, tensors)
+        elif op in worker.extra_ops:
+            worker.reply(header, tensors, worker.extra_ops[op])
         else:
             break
     _flush_output()
@@ -71,6 +73,24 @@ class Worker:
         self.channel = channel
         self.namespace: dict = {}
         self.filenames: set[str] = set()
+
+    @property
+    def extra_ops(self) -> dict:
+        """Requests beyond load and run; each handler takes (request, tensors) and returns
+        (reply fields, reply tensors)."""
+        return {}
+
+    def reply(self, request: dict, tensors: dict, handler) -> None:
+        response, out = {"event": "reply", "token": request.get("token")}, None
+        try:
+            fields, out = handler(request, tensors)
+            response.update(fields)
+        except BaseException as exc:
+            response.update(status="error", error=self._describe(exc))
+        if request.get("device") == "cuda" and response.get("status") == "error":
+            response["restart"] = _cuda_context_lost(response.get("error") or {})
+        _flush_output()
+        self.channel.send(response, out)
 
     def load(self, request: dict) -> None:
         self.namespace = {"__name__": "submission", "__builtins__": builtins}
