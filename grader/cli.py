@@ -23,6 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="case seed (default: the assignment's)")
     parser.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--case", dest="only_case", metavar="CASE_ID", help="replay one case, e.g. stride-003")
+    parser.add_argument("--params", metavar="NAME=VALUE,...",
+                        help="grade one case with these parameters (the report's smallest failing case "
+                             "gives the exact line)")
+    parser.add_argument("--audience", choices=("instructor", "student"), default="instructor",
+                        help="student: hidden cases appear as counts only, in the table and the JSON")
     parser.add_argument("--fail-under", type=float, metavar="SCORE",
                         help="exit 1 when the total score is below SCORE")
     parser.add_argument("--gradescope", type=Path, metavar="RESULTS.json",
@@ -86,13 +91,17 @@ def _grade_one(args) -> int:
     from .config import load_assignment
     from .pipeline import grade
     from .render import render_text
+    from .shrink import parse_params
     from .report import report_to_dict, write_json_atomically, write_text_atomically
 
     assignment = load_assignment(args.assignment)
     extra_hidden = [path.resolve().parent for path in (args.output, args.gradescope, args.junit) if path]
+    if args.params and args.only_case:
+        raise UsageError("--case and --params both name the cases to grade; give one")
+    custom = parse_params(args.params) if args.params else None
     report = grade(Path(args.submission), assignment, seed=args.seed, device=args.device,
-                   only_case=args.only_case, extra_hidden=extra_hidden)
-    data = report_to_dict(report)
+                   only_case=args.only_case, extra_hidden=extra_hidden, custom_params=custom)
+    data = report_to_dict(report, audience=args.audience)
     reaper.sweep_orphans()  # nothing the submission started may outlive the report
     if args.output:
         write_json_atomically(data, args.output)

@@ -13,9 +13,10 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .cases import Case, build_cases
+from .cases import Case, CaseParams, build_cases
 from .config import Assignment
 from .diagnose import likely_causes
+from .shrink import SmallestFailure, custom_case, smallest_failure_check
 from .errors import EnvironmentUnavailable, UsageError
 from .runner import LoadOutcome, run_submission
 from .score import ClassReport, class_reports
@@ -59,14 +60,21 @@ def resolve_devices(requested: str, assignment: Assignment) -> tuple[tuple[str, 
 
 def grade(submission_path: Path, assignment: Assignment, seed: int | None = None,
           device: str = "auto", only_case: str | None = None,
-          extra_hidden: list[Path] | None = None) -> GradeReport:
+          extra_hidden: list[Path] | None = None, custom_params: CaseParams | None = None,
+          shrink: bool = True) -> GradeReport:
     started = time.monotonic()
     seed = assignment.seed if seed is None else seed
     devices, cuda_available = resolve_devices(device, assignment)
     submission = load_submission(submission_path)
-    cases: tuple[Case, ...] = build_cases(assignment, seed, devices, only_case)
-    worker_run = run_submission(assignment, submission, cases, cuda_available, extra_hidden or [])
-    classes = tuple(replace(c, likely_causes=likely_causes(c.cases))
+    if custom_params is not None:
+        class_names = tuple(c.name for c in assignment.classes)
+        cases: tuple[Case, ...] = tuple(custom_case(custom_params, d, seed, class_names) for d in devices)
+    else:
+        cases = build_cases(assignment, seed, devices, only_case)
+    checks = (smallest_failure_check(assignment, seed, str(submission_path)),) if shrink else ()
+    worker_run = run_submission(assignment, submission, cases, cuda_available, extra_hidden or [], checks)
+    smallest = {name: found for name, found in worker_run.extras if isinstance(found, SmallestFailure)}
+    classes = tuple(replace(c, likely_causes=likely_causes(c.cases), smallest_failure=smallest.get(c.name))
                     for c in class_reports(assignment, submission, worker_run, cases))
     return GradeReport(
         assignment=assignment, submission=submission, seed=seed, devices=devices, only_case=only_case,

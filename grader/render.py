@@ -21,17 +21,24 @@ def render_text(report: dict, color: bool = False) -> str:
         cases = [c for c in cls["cases"] if c["status"] != "skipped"]
         passed = sum(1 for c in cases if c["status"] == "passed")
         lines.append(f"{name:<{width}}  {score:>13}  {f'{passed}/{len(cases)}':>7}  {_groups_line(cls, color)}")
-        for cause in cls.get("likely_causes", []):
-            lines.append(f"{'':<{width}}    likely cause: {cause['cause'].replace('_', ' ')}: {cause['evidence']}")
+        pad = " " * width
         for violation in cls["violations"]:
-            lines.append(f"{'':<{width}}    violation: {violation['message']}")
+            lines.append(f"{pad}    violation: {violation['message']}")
+        for cause in cls.get("likely_causes", []):
+            lines.append(f"{pad}    likely cause: {cause['cause'].replace('_', ' ')}: {cause['evidence']}")
+        smallest = cls.get("smallest_failing_case")
+        if smallest:
+            lines.append(f"{pad}    smallest failing case: {_describe_case(smallest)}")
+            lines.append(f"{pad}      {smallest['message']}")
+            lines.append(f"{pad}      replay: {smallest['replay']}")
+            continue
         # A wrong answer teaches more than a refused keyword, so it is shown first.
         failure = next((c for c in cls["cases"] if c["status"] in ("failed", "error", "timeout")),
                        next((c for c in cls["cases"] if c["status"] == "unsupported"), None))
         if failure is not None:
             label = "not supported" if failure["status"] == "unsupported" else "first failure"
-            lines.append(f"{'':<{width}}    {label}: {_describe_case(failure)}")
-            lines.append(f"{'':<{width}}      {failure['message']}")
+            lines.append(f"{pad}    {label}: {_describe_case(failure)}")
+            lines.append(f"{pad}      {failure['message']}")
     lines.append("")
     lines.append(f"total {_num(report['score'])}/{_num(report['max_score'])}")
     skipped_cuda = sum(1 for cls in report["classes"].values() for c in cls["cases"]
@@ -61,6 +68,7 @@ def _groups_line(cls: dict, color: bool) -> str:
 
 
 def _describe_case(case: dict) -> str:
+    """`id [device] status: input ...`; a smallest failing case has no group id worth showing."""
     p = case["params"]
     shape = f"input {p['batch']}x{p['in_channels']}x{p['height']}x{p['width']}"
     extras = [f"kernel {p['kernel_size']}", f"{p['out_channels']} filters", f"stride {p['stride']}"]
@@ -70,7 +78,8 @@ def _describe_case(case: dict) -> str:
         extras.append(f"dilation {p['dilation']}")
     if p["dtype"] != "float32":
         extras.append(p["dtype"])
-    return f"{case['id']} [{case['device']}] {case['status']}: {shape}, {', '.join(extras)}"
+    name = "" if case["id"].startswith("custom-") else f"{case['id']} "
+    return f"{name}[{case['device']}] {case['status']}: {shape}, {', '.join(extras)}"
 
 
 def _load_lines(load: dict) -> list[str]:

@@ -17,7 +17,36 @@ SCHEMA_VERSION = "1.0"
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "report.schema.json"
 
 
-def report_to_dict(report: GradeReport) -> dict:
+def report_to_dict(report: GradeReport, audience: str = "instructor") -> dict:
+    data = _full_dict(report)
+    data["audience"] = audience
+    return data if audience == "instructor" else for_students(data)
+
+
+def for_students(data: dict) -> dict:
+    """What a student may see: hidden cases as counts only (their groups keep the counts),
+    no parameters, messages or output of a hidden case anywhere."""
+    data = json.loads(json.dumps(data))
+    data["audience"] = "student"
+    for cls in data["classes"].values():
+        hidden_ids = {c["id"] for c in cls["cases"] if c["hidden"]}
+        cls["cases"] = [c for c in cls["cases"] if not c["hidden"]]
+        for group in cls.get("groups", []):
+            if group["hidden"]:
+                group["description"] = "hidden cases"
+        smallest = cls.get("smallest_failing_case")
+        if smallest and smallest.get("started_from") in hidden_ids:
+            cls["smallest_failing_case"] = None
+        cls["likely_causes"] = [c for c in cls.get("likely_causes", [])
+                                if not any(i in c["evidence"] for i in hidden_ids)]
+        for violation in cls.get("violations", []):
+            if violation.get("case") in hidden_ids:
+                violation["case"] = None
+                violation["message"] = violation["message"].split(" (case ")[0] + " (a hidden case)"
+    return data
+
+
+def _full_dict(report: GradeReport) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
         "assignment": {"id": report.assignment.id, "title": report.assignment.title,
@@ -46,10 +75,36 @@ def _class_dict(report: ClassReport) -> dict:
         "violations": [{"operator": v.operator, "source": v.source, "kind": v.kind, "location": v.location,
                         "case": v.case, "message": v.describe()} for v in report.violations],
         "likely_causes": [{"cause": c.cause, "evidence": c.evidence} for c in report.likely_causes],
+        "smallest_failing_case": _smallest_dict(report.smallest_failure),
         "groups": [{"name": g.name, "description": g.description, "hidden": g.hidden, "weight": g.weight,
                     **{status: g.count(status) for status in CASE_STATUSES}} for g in report.groups],
         "cases": [_case_dict(r) for r in report.cases],
     }
+
+
+def _smallest_dict(found) -> dict | None:
+    if found is None:
+        return None
+    comparison = found.comparison
+    return {
+        "id": found.case.id,
+        "params": _params_dict(found.case.params),
+        "device": found.case.device,
+        "expected_shape": list(comparison.expected_shape),
+        "actual_shape": None if comparison.actual_shape is None else list(comparison.actual_shape),
+        "first_mismatch": None if comparison.first_mismatch is None else list(comparison.first_mismatch),
+        "status": comparison.verdict,
+        "message": comparison.message,
+        "started_from": found.started_from,
+        "tries": found.tries,
+        "replay": found.replay,
+    }
+
+
+def _params_dict(p) -> dict:
+    return {"batch": p.batch, "in_channels": p.in_channels, "out_channels": p.out_channels,
+            "height": p.height, "width": p.width, "kernel_size": p.kernel_size, "stride": p.stride,
+            "padding": p.padding, "dilation": p.dilation, "dtype": p.dtype}
 
 
 def _case_dict(result: CaseResult) -> dict:
@@ -60,9 +115,7 @@ def _case_dict(result: CaseResult) -> dict:
         "group": case.group,
         "device": case.device,
         "hidden": case.hidden,
-        "params": {"batch": p.batch, "in_channels": p.in_channels, "out_channels": p.out_channels,
-                   "height": p.height, "width": p.width, "kernel_size": p.kernel_size, "stride": p.stride,
-                   "padding": p.padding, "dilation": p.dilation, "dtype": p.dtype},
+        "params": _params_dict(p),
         "status": result.status,
         "message": result.message,
         "expected_shape": list(comparison.expected_shape),

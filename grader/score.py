@@ -73,6 +73,7 @@ class ClassReport:
     groups: tuple[GroupSummary, ...]
     cases: tuple[CaseResult, ...]
     likely_causes: tuple = ()          # diagnose.LikelyCause entries, added by the pipeline
+    smallest_failure: object = None    # shrink.SmallestFailure, added by the pipeline
 
     def first_failure(self, include_hidden: bool = True) -> CaseResult | None:
         for result in self.cases:
@@ -141,12 +142,15 @@ def _class_status(name: str, load: LoadOutcome, submission: Submission) -> tuple
 
 def _group_summaries(assignment: Assignment, class_name: str,
                      results: tuple[CaseResult, ...]) -> tuple[GroupSummary, ...]:
+    groups = [(g.name, g.description, g.hidden, g.weight) for g in assignment.groups_for(class_name)]
+    if any(r.case.group == "custom" for r in results):   # a replay with --params
+        groups.append(("custom", "cases given with --params", False, 1.0))
     summaries = []
-    for group in assignment.groups_for(class_name):
-        in_group = [r for r in results if r.case.group == group.name]
+    for name, description, hidden, weight in groups:
+        in_group = [r for r in results if r.case.group == name]
         counts = tuple((status, sum(1 for r in in_group if r.status == status)) for status in CASE_STATUSES)
-        summaries.append(GroupSummary(name=group.name, description=group.description, hidden=group.hidden,
-                                      weight=group.weight, counts=counts))
+        summaries.append(GroupSummary(name=name, description=description, hidden=hidden, weight=weight,
+                                      counts=counts))
     return tuple(summaries)
 
 

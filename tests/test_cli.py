@@ -147,3 +147,36 @@ def test_gradescope_and_junit_files_come_from_the_same_report(tmp_path):
     assert gradescope["score"] == report["score"] == 65
     suites = ET.parse(junit).getroot()
     assert int(suites.get("tests")) == sum(len(c["cases"]) for c in report["classes"].values())
+
+
+def test_the_smallest_failing_case_replays_with_the_same_failure(tmp_path):
+    out = tmp_path / "r.json"
+    sub = SUBMISSIONS / "height_width_swapped.ipynb"
+    assert grade(sub, "--device", "cpu", "-o", out, "--quiet").returncode == 0
+    smallest = json.loads(out.read_text())["classes"]["Conv2dMatrixV2"]["smallest_failing_case"]
+    replay = smallest["replay"].split()[2:]          # after "grade <path>"
+    again = tmp_path / "again.json"
+    assert grade(sub, *replay, "-o", again, "--quiet").returncode == 0
+    [case] = json.loads(again.read_text())["classes"]["Conv2dMatrixV2"]["cases"]
+    assert case["status"] == smallest["status"] and case["message"] == smallest["message"]
+    assert case["params"] == smallest["params"]
+
+
+@pytest.mark.parametrize("params", ["batch=1", "batch=x,in_channels=1", "colour=red"])
+def test_bad_params_are_usage_errors(params):
+    result = grade(SUBMISSIONS / "correct_module.py", "--params", params)
+    assert result.returncode == 2 and "--params" in result.stderr
+
+
+def test_student_audience_shows_hidden_cases_as_counts_only(tmp_path):
+    out = tmp_path / "student.json"
+    result = grade(SUBMISSIONS / "single_out_channel.ipynb", "--device", "cpu", "--audience", "student", "-o", out)
+    report = json.loads(out.read_text())
+    jsonschema.validate(report, SCHEMA)
+    assert report["audience"] == "student"
+    for cls in report["classes"].values():
+        assert all(not c["hidden"] for c in cls["cases"])
+        [hidden] = [g for g in cls["groups"] if g["name"] == "random"]
+        assert hidden["hidden"] and sum(hidden[s] for s in ("passed", "failed", "error")) == 6
+        assert not any(c["group"] == "random" for c in cls["cases"])
+    assert "random-0" not in result.stdout

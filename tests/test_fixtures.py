@@ -107,3 +107,24 @@ def test_likely_causes_name_the_bug_and_nothing_for_correct_code(reports):
     for name in ("correct.ipynb", "correct_module.py", "no_padding_kwargs.ipynb"):
         for class_name, cls in reports[name]["classes"].items():
             assert cls["likely_causes"] == [], (name, class_name)
+
+
+@pytest.mark.slow
+def test_smallest_failing_case_is_small_and_keeps_the_bug(reports):
+    def smallest(name, class_name):
+        return reports[name]["classes"][class_name]["smallest_failing_case"]
+
+    for class_name in ("Conv2dLoop", "Conv2dMatrix", "Conv2dMatrixV2"):
+        swapped = smallest("height_width_swapped.ipynb", class_name)
+        p = swapped["params"]
+        reach = p["dilation"] * (p["kernel_size"] - 1) + 1
+        assert p["height"] != p["width"] and max(p["height"], p["width"]) <= reach + 3, swapped
+        assert swapped["replay"].startswith("grade ") and "--params" in swapped["replay"]
+        channel = smallest("single_out_channel.ipynb", class_name)["params"]
+        assert channel["out_channels"] >= 2 and channel["batch"] == 1 and channel["in_channels"] == 1
+        assert smallest("correct.ipynb", class_name) is None
+    template = smallest("template_bug.ipynb", "Conv2dMatrixV2")
+    assert template["expected_shape"][2] * template["expected_shape"][3] > 1
+    assert sorted(template["actual_shape"]) == sorted(template["expected_shape"])
+    padded = smallest("padding_twice.ipynb", "Conv2dLoop")["params"]
+    assert padded["padding"] >= 1
