@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cli import _Parser
-from .errors import EXIT_OK, UsageError
+from .errors import EXIT_INTERNAL, EXIT_OK, UsageError
 
 SUFFIXES = (".ipynb", ".py")
+GRADER_FAILURE = "the grader could not grade this submission"
 OUTPUT_FILES = ("gradebook.csv", "summary.json")
+RESERVED = {"summary.json", "gradebook.json"}
 
 
 @dataclass(frozen=True)
@@ -77,11 +79,17 @@ def identify(paths: list[Path]) -> list[Item]:
     stems: dict[str, int] = {}
     for path in paths:
         stems[path.stem] = stems.get(path.stem, 0) + 1
+    safe_counts: dict[str, int] = {}
+    for path in paths:
+        safe_counts[_safe(path.stem)] = safe_counts.get(_safe(path.stem), 0) + 1
     items = []
     for path in paths:
-        unique = stems[path.stem] == 1
-        identity = path.stem if unique else f"{path.stem}-{hashlib.sha256(path.as_posix().encode()).hexdigest()[:8]}"
-        items.append(Item(path=path, id=_safe(identity), sha256=hashlib.sha256(path.read_bytes()).hexdigest()))
+        safe = _safe(path.stem)
+        # Two stems that differ only in characters _safe replaces ("a b", "a_b"), or a stem that
+        # is one of our own output names, would overwrite another report: add the path's hash.
+        unique = stems[path.stem] == 1 and safe_counts[safe] == 1 and f"{safe}.json" not in RESERVED
+        identity = safe if unique else f"{safe}-{hashlib.sha256(path.as_posix().encode()).hexdigest()[:8]}"
+        items.append(Item(path=path, id=identity, sha256=hashlib.sha256(path.read_bytes()).hexdigest()))
     return items
 
 
@@ -103,6 +111,8 @@ def shard(items: list[Item], spec: str) -> list[Item]:
 def is_complete(report_path: Path, item: Item, assignment_sha: str, seed: int, devices: tuple[str, ...]) -> bool:
     try:
         report = json.loads(report_path.read_text())
+        if str(report["load"].get("fatal") or "").startswith(GRADER_FAILURE):
+            return False  # our failure, not the student's: try again
         return (report["schema_version"].startswith("1.") and report["submission"]["sha256"] == item.sha256
                 and report["assignment"]["sha256"] == assignment_sha and report["seed"] == seed
                 and tuple(report["devices"]) == devices and "score" in report)
@@ -147,6 +157,11 @@ def _run(args) -> int:
         print(f"interrupted: {summary['graded']} of {len(items)} have reports; run the same command again "
               "to grade the rest", file=log)
         return 130
+    failures = [r["id"] for r in summary["reports"] if r.get("grader_failure")]
+    if failures:
+        print(f"{len(failures)} submissions could not be graded because of a grader failure "
+              f"({', '.join(failures[:5])}); their reports say so, and rerunning retries them", file=log)
+        return EXIT_INTERNAL
     if not args.quiet:
         print(f"{summary['graded']} reports in {out}; gradebook: {out / 'gradebook.csv'}", file=log)
     return EXIT_OK
@@ -156,6 +171,9 @@ def _grade_all(todo: list[Item], assignment, seed: int, args, out: Path, log) ->
     from .progress import Progress
 
     progress = Progress(len(todo), stream=log if not args.quiet else _Null())
+    # Every submission's folder is hidden from every worker: one student's code must not
+    # read another's notebook.
+    common = _common_folder([i.path for i in todo])
     stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=args.jobs)
     pending = set()
@@ -164,7 +182,7 @@ def _grade_all(todo: list[Item], assignment, seed: int, args, out: Path, log) ->
         while queue or pending:
             while queue and len(pending) < args.jobs:
                 item = queue.pop(0)
-                pending.add(pool.submit(grade_one, item, assignment, seed, args.device, out, stop))
+                pending.add(pool.submit(grade_one, item, assignment, seed, args.device, out, stop, common))
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 label, outcome = future.result()
@@ -181,23 +199,37 @@ def _grade_all(todo: list[Item], assignment, seed: int, args, out: Path, log) ->
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def grade_one(item: Item, assignment, seed: int, device: str, out: Path, stop: threading.Event) -> tuple[str, str]:
+def grade_one(item: Item, assignment, seed: int, device: str, out: Path, stop: threading.Event,
+              also_hidden: tuple[Path, ...] = ()) -> tuple[str, str]:
     from .pipeline import failed_report, grade
     from .report import report_to_dict, write_json_atomically
 
     started = time.monotonic()
     try:
-        report = grade(item.path, assignment, seed=seed, device=device, extra_hidden=[out])
+        report = grade(item.path, assignment, seed=seed, device=device, extra_hidden=[out, *also_hidden])
     except Exception as exc:  # one submission's failure must not stop the batch
         from .pipeline import resolve_devices
         devices, _ = resolve_devices(device, assignment)
         report = failed_report(item.path, assignment, seed, devices,
-                               f"the grader could not grade this submission: {type(exc).__name__}: {exc}"[:500],
+                               f"{GRADER_FAILURE}: {type(exc).__name__}: {exc}"[:500],
                                time.monotonic() - started)
     if stop.is_set():
         return item.id, "dropped (interrupted)"
     write_json_atomically(report_to_dict(report), out / item.report_name)
+    if str(report.load.fatal or "").startswith(GRADER_FAILURE):
+        return item.id, "GRADER FAILURE (rerun to retry): " + report.load.fatal
     return item.id, f"{report.score:g}/{report.max_score:g} ({time.monotonic() - started:.1f} s)"
+
+
+def _common_folder(paths: list[Path]) -> tuple[Path, ...]:
+    import os
+
+    if not paths:
+        return ()
+    try:
+        return (Path(os.path.commonpath([str(p.resolve().parent) for p in paths])),)
+    except ValueError:
+        return ()
 
 
 def write_outputs(out: Path, items: list[Item], assignment_id: str, seed: int, duration_s: float) -> dict:
@@ -229,7 +261,9 @@ def summarize(reports: list[dict], ids: list[str], assignment_id: str, seed: int
         "mean_score": round(sum(scores) / len(scores), 4) if scores else None,
         "max_score": reports[0]["max_score"] if reports else None,
         "duration_s": round(duration_s, 3),
-        "reports": [{"id": i, "path": r["submission"]["path"], "score": r["score"]} for i, r in zip(ids, reports)],
+        "reports": [{"id": i, "path": r["submission"]["path"], "score": r["score"],
+                     "grader_failure": str(r["load"].get("fatal") or "").startswith(GRADER_FAILURE)}
+                    for i, r in zip(ids, reports)],
     }
 
 

@@ -99,8 +99,20 @@ def _grade_one(args) -> int:
     if args.params and args.only_case:
         raise UsageError("--case and --params both name the cases to grade; give one")
     custom = parse_params(args.params) if args.params else None
-    report = grade(Path(args.submission), assignment, seed=args.seed, device=args.device,
-                   only_case=args.only_case, extra_hidden=extra_hidden, custom_params=custom)
+    try:
+        report = grade(Path(args.submission), assignment, seed=args.seed, device=args.device,
+                       only_case=args.only_case, extra_hidden=extra_hidden, custom_params=custom)
+    except GraderError:
+        raise
+    except Exception as exc:
+        # A bug of ours still leaves a report behind (saying so), then exits 70.
+        if args.output and not os.environ.get("GRADER_DEBUG"):
+            from .pipeline import failed_report, resolve_devices
+            failed = failed_report(Path(args.submission), assignment, args.seed,
+                                   resolve_devices(args.device, assignment)[0],
+                                   f"the grader could not grade this submission: {type(exc).__name__}: {exc}"[:500])
+            write_json_atomically(report_to_dict(failed, audience=args.audience), args.output)
+        raise
     data = report_to_dict(report, audience=args.audience)
     reaper.sweep_orphans()  # nothing the submission started may outlive the report
     if args.output:

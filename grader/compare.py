@@ -75,6 +75,8 @@ def _compare_output(run: CaseRun, tolerance: Tolerance) -> Comparison:
     shape = tuple(expected.shape)
     output = run.output
     if output is None:
+        if run.returned_kind in ("tensor", "tensor_subclass") and run.message:
+            return Comparison("failed", run.message, shape)   # a tensor the grader cannot read
         return Comparison("failed", f"returned {run.returned_type}, expected a torch.Tensor", shape)
     actual_shape = tuple(output.shape)
     values = _value_check(output, expected, magnitude, case, tolerance) if actual_shape == shape else None

@@ -54,6 +54,10 @@ DEFAULT_FORBIDDEN_OPERATORS = (
     "_nnpack_spatial_convolution", "conv_depthwise2d", "_conv_depthwise2d", "im2col", "col2im",
 )
 VIOLATION_PENALTIES = ("zero", "none")
+# The helper methods the course asks for, checked one at a time (grader/methods.py).
+CHECKED_METHODS = ("_unsqueeze_kernel", "_convert_kernel", "_convert_input")
+# The class whose speed the course compares with torch's when a class does not say.
+SPEED_BY_DEFAULT = ("Conv2dMatrixV2",)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,11 @@ class ClassSpec:
     points: float
     case_s: float | None = None
     forbidden_operators: tuple[str, ...] = DEFAULT_FORBIDDEN_OPERATORS
+    # (method, points) checked against the reference; the points are carved out of `points`
+    # (0: reported only).
+    methods: tuple[tuple[str, float], ...] = ()
+    speed: bool = False            # time the class against torch.nn.functional.conv2d
+    speed_points: float = 0.0      # carved out of `points`, earned when the class is vectorized
 
 
 @dataclass(frozen=True)
@@ -174,7 +183,7 @@ def _class_spec(name: Any, body: Any, forbidden: tuple[str, ...]) -> ClassSpec:
     if not isinstance(name, str) or not name.isidentifier():
         raise ConfigError(f"{where}: class names must be Python identifiers")
     body = _mapping(body, where)
-    _only_keys(body, where, {"points", "case_s", "forbidden_operators"})
+    _only_keys(body, where, {"points", "case_s", "forbidden_operators", "methods", "speed", "speed_points"})
     points = _number(body, "points", where, required=True)
     if points < 0:
         raise ConfigError(f"{where}.points: must not be negative")
@@ -183,8 +192,34 @@ def _class_spec(name: Any, body: Any, forbidden: tuple[str, ...]) -> ClassSpec:
         raise ConfigError(f"{where}.case_s: must be positive")
     if "forbidden_operators" in body:
         forbidden = _operator_list(body["forbidden_operators"], f"{where}.forbidden_operators")
+    methods = _methods(body.get("methods", {}), f"{where}.methods")
+    speed = _typed(body, "speed", bool, where, default=name in SPEED_BY_DEFAULT)
+    speed_points = _number(body, "speed_points", where, default=0)
+    if speed_points < 0:
+        raise ConfigError(f"{where}.speed_points: must not be negative")
+    if speed_points and not speed:
+        raise ConfigError(f"{where}.speed_points: needs speed: true")
+    carved = sum(p for _, p in methods) + speed_points
+    if carved > points:
+        raise ConfigError(f"{where}.methods: method and speed points ({carved:g}) exceed the class's "
+                          f"points ({points:g})")
     return ClassSpec(name=name, points=float(points), case_s=None if case_s is None else float(case_s),
-                     forbidden_operators=forbidden)
+                     forbidden_operators=forbidden, methods=methods, speed=speed,
+                     speed_points=float(speed_points))
+
+
+def _methods(raw: Any, where: str) -> tuple[tuple[str, float], ...]:
+    """`{_convert_kernel: 3, ...}`: the course's helper methods to check, with their points."""
+    raw = _mapping(raw, where)
+    methods = []
+    for method, points in raw.items():
+        if method not in CHECKED_METHODS:
+            raise ConfigError(f"{where}.{method}: unknown method (checked: {', '.join(CHECKED_METHODS)})")
+        points = _number(raw, method, where)
+        if points < 0:
+            raise ConfigError(f"{where}.{method}: must not be negative")
+        methods.append((method, float(points)))
+    return tuple(methods)
 
 
 def _operator_list(raw: Any, where: str) -> tuple[str, ...]:

@@ -4,7 +4,8 @@ Every function here reads the dict only, never the Python objects behind it, so 
 written weeks ago exports the same way as a fresh one:
 
 - `gradescope_results`: Gradescope's autograder ``results.json``
-  (https://gradescope-autograders.readthedocs.io/en/latest/specs/), one test per class and group.
+  (https://gradescope-autograders.readthedocs.io/en/latest/specs/), one test per class and group,
+  and one per checked method (and speed check) that carries points.
 - `junit_xml`: JUnit XML for CI dashboards, one ``<testcase>`` per graded case.
 - `gradebook_rows` / `write_gradebook_csv`: one CSV row per submission for a course's gradebook.
 
@@ -76,8 +77,13 @@ def _class_tests(name: str, cls: dict, number: int, max_units: int, got_units: i
         return [_test(name, f"{number}", got_units / unit, max_units / unit, "failed",
                       _with_violations(message, cls), "visible")]
     weights = sum(g["weight"] for _, g in groups)
-    raw_max = [g["weight"] / weights if weights else 1 / len(groups) for _, g in groups]
+    # Checked methods and speed points are tests of their own; the groups share the rest.
+    checks = _check_tests(cls)
+    rest = 1 - sum(share for _, share, _, _, _ in checks)
+    raw_max = [rest * (g["weight"] / weights if weights else 1 / len(groups)) for _, g in groups]
     raw_got = [m * g["passed"] / _counted(g) for m, (_, g) in zip(raw_max, groups)]
+    raw_max += [share for _, share, _, _, _ in checks]
+    raw_got += [got for _, _, got, _, _ in checks]
     # The class's reported score decides: a violation penalty scales every share down to it;
     # a difference of one unit is rounding, and a group with every case passed stays at its maximum.
     earned = max_units * sum(raw_got)
@@ -95,7 +101,31 @@ def _class_tests(name: str, cls: dict, number: int, max_units: int, got_units: i
         tests.append(_test(f"{name} · {group['name']}", f"{number}.{index}", got_g / unit, max_g / unit,
                            "passed" if passed else "failed", _with_violations(output, cls),
                            HIDDEN_VISIBILITY if group["hidden"] else "visible"))
+    extra = zip(checks, maxes[len(groups):], gots[len(groups):])
+    for index, ((label, _, _, ok, output), max_g, got_g) in enumerate(extra, len(cls.get("groups", [])) + 1):
+        tests.append(_test(f"{name} · {label}", f"{number}.{index}", got_g / unit, max_g / unit,
+                           "passed" if ok and got_g == max_g else "failed", _with_violations(output, cls),
+                           "visible"))
     return tests
+
+
+def _check_tests(cls: dict) -> list[tuple[str, float, float, bool, str]]:
+    """(name, share of the class's points, share earned, passed, output) for each checked method
+    and the speed check that carry points and ran."""
+    total = cls["max_score"]
+    found = []
+    for method in cls.get("methods") or []:
+        if method["points"] > 0 and method["status"] != "not_run" and total > 0:
+            output = (f"{method['passed']} of {method['total']} cases passed"
+                      + (f"; layout: {method['layout']}" if method.get("layout") else "")
+                      + (f"\n{method['message']}" if method["message"] else ""))
+            found.append((method["name"], method["points"] / total, method["score"] / total,
+                          method["status"] == "passed", output))
+    speed = cls.get("speed")
+    if speed and speed["points"] > 0 and speed["status"] != "not_run" and total > 0:
+        output = "vectorized" if speed["vectorized"] else (speed["message"] or "not vectorized")
+        found.append(("speed", speed["points"] / total, speed["score"] / total, bool(speed["vectorized"]), output))
+    return found
 
 
 def _test(name: str, number: str, score: float, max_score: float, status: str, output: str,

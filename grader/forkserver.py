@@ -171,6 +171,15 @@ def get() -> ForkServer | None:
     return _server
 
 
+def discard(server: ForkServer) -> None:
+    """Forget a fork server that failed; the next get() starts a fresh one."""
+    global _server
+    with _server_lock:
+        if _server is server:
+            _server = None
+    server.close()
+
+
 def shutdown() -> None:
     global _server
     with _server_lock:
@@ -192,6 +201,7 @@ def serve_forever(fd: str) -> None:
     torch.set_num_threads(1)
     import grader.protocol  # noqa: F401  (imported once here, inherited by every worker)
     import grader.worker  # noqa: F401
+    import grader.worker_checks  # noqa: F401
     from torch.utils._python_dispatch import TorchDispatchMode  # noqa: F401
     try:
         import numpy  # noqa: F401

@@ -16,6 +16,7 @@ from . import __version__
 from .cases import Case, CaseParams, build_cases
 from .config import Assignment
 from .diagnose import likely_causes
+from .methods import after_class_checks
 from .shrink import SmallestFailure, custom_case, smallest_failure_check
 from .errors import EnvironmentUnavailable, UsageError
 from .runner import LoadOutcome, run_submission
@@ -72,6 +73,7 @@ def grade(submission_path: Path, assignment: Assignment, seed: int | None = None
     else:
         cases = build_cases(assignment, seed, devices, only_case)
     checks = (smallest_failure_check(assignment, seed, str(submission_path)),) if shrink else ()
+    checks += after_class_checks(assignment, seed, replay=only_case is not None or custom_params is not None)
     worker_run = run_submission(assignment, submission, cases, cuda_available, extra_hidden or [], checks)
     smallest = {name: found for name, found in worker_run.extras if isinstance(found, SmallestFailure)}
     classes = tuple(replace(c, likely_causes=likely_causes(c.cases), smallest_failure=smallest.get(c.name))

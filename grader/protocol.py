@@ -91,7 +91,10 @@ class Channel:
         self.write_fd = write_fd
         self._buffer = bytearray()
 
-    def send(self, header: dict, tensors: dict[str, torch.Tensor] | None = None) -> None:
+    def send(self, header: dict, tensors: dict[str, torch.Tensor] | None = None,
+             deadline: float | None = None) -> None:
+        """A deadline bounds the write too: a request bigger than the pipe's buffer would
+        otherwise block for good on a worker that stopped reading."""
         blobs = []
         if tensors:
             specs = {}
@@ -103,7 +106,7 @@ class Channel:
             header = dict(header, tensors=specs)
         encoded = json.dumps(header).encode()
         payload = b"".join(blobs)
-        self._write_all(LENGTHS.pack(len(encoded), len(payload)) + encoded + payload)
+        self._write_all(LENGTHS.pack(len(encoded), len(payload)) + encoded + payload, deadline)
 
     def receive(self, deadline: float | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
         """The next message. A timeout keeps what has arrived so far: the caller polls with
@@ -135,11 +138,22 @@ class Channel:
             offset = end
         return header, tensors
 
-    def _write_all(self, data: bytes) -> None:
+    def _write_all(self, data: bytes, deadline: float | None = None) -> None:
         view = memoryview(data)
+        if deadline is not None:
+            os.set_blocking(self.write_fd, False)
         while view:
+            if deadline is not None:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    raise ChannelTimeout()
+                _, ready, _ = select.select([], [self.write_fd], [], wait)
+                if not ready:
+                    raise ChannelTimeout()
             try:
                 written = os.write(self.write_fd, view)
+            except BlockingIOError:
+                continue
             except BrokenPipeError:
                 raise ChannelClosed("the other side closed the channel") from None
             view = view[written:]

@@ -22,6 +22,7 @@ def render_text(report: dict, color: bool = False) -> str:
         passed = sum(1 for c in cases if c["status"] == "passed")
         lines.append(f"{name:<{width}}  {score:>13}  {f'{passed}/{len(cases)}':>7}  {_groups_line(cls, color)}")
         pad = " " * width
+        lines.extend(f"{pad}    {line}" for line in _checks_lines(cls, color))
         for violation in cls["violations"]:
             lines.append(f"{pad}    violation: {violation['message']}")
         for cause in cls.get("likely_causes", []):
@@ -50,6 +51,45 @@ def render_text(report: dict, color: bool = False) -> str:
     if protections:
         lines.append("sandbox: " + ", ".join(sorted(protections)))
     return "\n".join(lines)
+
+
+def _checks_lines(cls: dict, color: bool) -> list[str]:
+    """`methods: _convert_kernel ok, _convert_input 4/6` (and why the first one failed), and
+    `speed: 3.2x torch.nn.functional.conv2d's time on cpu, vectorized`."""
+    lines = []
+    methods = cls.get("methods") or []
+    if methods and all(m["status"] == "not_run" for m in methods):
+        lines.append(f"methods: {methods[0]['message']}")
+    elif methods:
+        words = {"passed": ("ok", "green"), "missing": ("missing", "red"), "not_run": ("not run", "yellow")}
+        parts = []
+        for m in methods:
+            word, colour = words.get(m["status"], (f"{m['passed']}/{m['total']}", "red"))
+            parts.append(_paint(f"{m['name']} {word}", colour, color))
+        lines.append("methods: " + ", ".join(parts))
+        failing = next((m for m in methods if m["status"] in ("failed", "error")), None)
+        if failing is not None:
+            lines.append(f"  {failing['name']}: {failing['message']}")
+    speed = cls.get("speed")
+    if speed:
+        if speed["ratio"] is not None:
+            ratio = speed["ratio"]
+            text = f"{ratio:.1f}x" if ratio < 10 else f"{ratio:.0f}x"
+            text += f" torch.nn.functional.conv2d's time on {speed['device']}"
+        elif speed["status"] in ("not_run", "timeout"):
+            text = speed["message"].split("; ")[0]
+        else:
+            text = "not timed"
+        if speed["vectorized"] is True:
+            text += ", vectorized"
+        elif speed["vectorized"] is False and speed["operators"]:
+            small, large = speed["operators"][0]["count"], speed["operators"][-1]["count"]
+            text += ", " + _paint(f"not vectorized (operators per call grow with the output: {small} -> {large})",
+                                  "yellow", color)
+        lines.append(f"speed: {text}")
+        if speed["status"] == "error" and speed["message"]:
+            lines.append(f"  {speed['message'].split('; ')[0]}")
+    return lines
 
 
 def _groups_line(cls: dict, color: bool) -> str:

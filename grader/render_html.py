@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from html import escape
 
-from .render import _describe_case, _load_lines, _num
+from .render import _checks_lines, _describe_case, _load_lines, _num
 
 COLOURS = {"ok": ("#1b5e20", "#e8f5e9"), "unsupported": ("#8a6d00", "#fff8e1"), "failed": ("#b71c1c", "#ffebee")}
 CELL = "padding:2px 8px;text-align:left;vertical-align:top"
@@ -23,6 +23,7 @@ def render_html(report: dict, notes: list[str] | tuple[str, ...] = ()) -> str:
         cases = [c for c in cls["cases"] if c["status"] != "skipped"]
         passed = sum(1 for c in cases if c["status"] == "passed")
         details = [_groups(cls)]
+        details += [f"<div>{escape(line)}</div>" for line in _checks_lines(cls, False)]
         for cause in cls.get("likely_causes", []):
             details.append(f"<div>likely cause: <b>{escape(cause['cause'].replace('_', ' '))}</b>: "
                            f"{escape(cause['evidence'])}</div>")

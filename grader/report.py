@@ -76,10 +76,28 @@ def _class_dict(report: ClassReport) -> dict:
                         "case": v.case, "message": v.describe()} for v in report.violations],
         "likely_causes": [{"cause": c.cause, "evidence": c.evidence} for c in report.likely_causes],
         "smallest_failing_case": _smallest_dict(report.smallest_failure),
+        "methods": [_method_dict(m) for m in report.methods],
+        "speed": _speed_dict(report.speed),
         "groups": [{"name": g.name, "description": g.description, "hidden": g.hidden, "weight": g.weight,
                     **{status: g.count(status) for status in CASE_STATUSES}} for g in report.groups],
         "cases": [_case_dict(r) for r in report.cases],
     }
+
+
+def _method_dict(check) -> dict:
+    return {"name": check.name, "status": check.status, "passed": check.passed, "total": check.total,
+            "message": check.message, "layout": check.layout, "points": check.points, "score": check.score,
+            "cases": list(check.cases)}
+
+
+def _speed_dict(speed) -> dict | None:
+    if speed is None:
+        return None
+    return {"status": speed.status, "message": speed.message, "device": speed.device,
+            "baseline": "torch.nn.functional.conv2d", "params": dict(speed.params), "repeats": speed.repeats,
+            "median_s": speed.median_s, "torch_median_s": speed.torch_median_s, "ratio": speed.ratio,
+            "operators": [{"height": h, "width": w, "count": n} for h, w, n in speed.operators],
+            "vectorized": speed.vectorized, "points": speed.points, "score": speed.score}
 
 
 def _smallest_dict(found) -> dict | None:
@@ -161,6 +179,10 @@ def write_text_atomically(text: str, path: Path) -> None:
     try:
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
+            # mkstemp makes 0600 files; a report is as readable as any file the user writes.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(stream.fileno(), 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         try:

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +129,7 @@ class WorkerProcess:
         self.capture_path = self.private_dir / "output.txt"
         self.capture = None
         self.workdir: Path | None = None
+        self.uid: int | None = None
 
     def start(self) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="grader-worker-"))
@@ -139,9 +141,15 @@ class WorkerProcess:
         server = forkserver.get()
         try:
             if server is not None:
-                self.process = server.spawn(spec, env, str(self.workdir),
-                                            (request_read, response_write, self.capture.fileno()))
-            else:
+                try:
+                    self.process = server.spawn(spec, env, str(self.workdir),
+                                                (request_read, response_write, self.capture.fileno()))
+                except (forkserver.ForkServerError, OSError, ValueError):
+                    # A dead fork server must not fail the rest of a batch: the next worker
+                    # gets a new one, this one starts the slow way.
+                    forkserver.discard(server)
+                    self.process = None
+            if self.process is None:
                 import json
 
                 spec["request_fd"], spec["response_fd"] = request_read, response_write
@@ -182,16 +190,18 @@ class WorkerProcess:
         spec["rlimit_labels"] = {"nproc": f"{limits.processes} more than already running"}
         uid = _unprivileged_uid()
         if uid is not None:
-            os.chown(self.workdir, uid[0], uid[1])
-            spec["uid"], spec["gid"] = uid
-            rlimits["nproc"] = reaper.count_tasks(uid[0]) + limits.processes
+            self.uid = WORKER_UIDS.acquire()
+            os.chown(self.workdir, self.uid, uid[1])
+            spec["uid"], spec["gid"] = self.uid, uid[1]
+            spec["uid_label"] = "a uid of its own, shared with no other worker"
+            rlimits["nproc"] = reaper.count_tasks(self.uid) + limits.processes
         elif hasattr(os, "getuid") and os.getuid() != 0:
             rlimits["nproc"] = reaper.count_tasks(os.getuid()) + limits.processes
         return spec
 
-    def send(self, header: dict, tensors: dict | None = None) -> None:
+    def send(self, header: dict, tensors: dict | None = None, deadline: float | None = None) -> None:
         try:
-            self.channel.send(header, tensors)
+            self.channel.send(header, tensors, deadline)
         except (ChannelClosed, OSError):
             raise WorkerDied(self._death_reason("receiving a request")) from None
 
@@ -268,6 +278,8 @@ class WorkerProcess:
                     pass
             self.channel = None
         self.process = None
+        WORKER_UIDS.release(self.uid)
+        self.uid = None
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
@@ -300,8 +312,36 @@ def _python_paths() -> list[str]:
     return sorted(p for p in paths if p and os.path.exists(p))
 
 
+class UidPool:
+    """Each live worker runs under a uid no other worker has, far above real accounts: with
+    one shared uid (nobody), two workers of a batch could signal each other, and they would
+    share one process budget."""
+
+    BASE = 2_000_000_000
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.in_use: set[int] = set()
+
+    def acquire(self) -> int:
+        with self.lock:
+            uid = self.BASE
+            while uid in self.in_use:
+                uid += 1
+            self.in_use.add(uid)
+            return uid
+
+    def release(self, uid: int | None) -> None:
+        with self.lock:
+            self.in_use.discard(uid)
+
+
+WORKER_UIDS = UidPool()
+
+
 def _unprivileged_uid() -> tuple[int, int] | None:
-    """When the grader runs as root, the worker runs as `nobody`."""
+    """When the grader runs as root, the worker drops to an unprivileged uid, in nobody's
+    group (`nobody` must exist; its uid is not used)."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         return None
     try:
@@ -417,7 +457,7 @@ class WorkerSession:
                 "units": [{"index": u.index, "source": u.source, "filename": u.filename, "line": u.line}
                           for u in self.submission.units],
                 "skip_units": sorted(self.fatal_units), "statement_s": limits.statement_s,
-                "classes": [c.name for c in self.assignment.classes]})
+                "classes": [c.name for c in self.assignment.classes]}, None, time.monotonic() + limits.load_s)
             deadline = time.monotonic() + limits.load_s
             while True:
                 message = worker.receive(deadline, "loading the submission")
@@ -483,7 +523,7 @@ class WorkerSession:
         offset = worker.output_size()
         started = time.monotonic()
         try:
-            worker.send(request, {"input": data, "kernel": kernel})
+            worker.send(request, {"input": data, "kernel": kernel}, started + time_limit)
             while True:
                 message = worker.receive(started + time_limit, "running a case")
                 if message.get("event") == "result" and message.get("case") == case.key:
@@ -517,7 +557,7 @@ class WorkerSession:
         token = f"{op}-{time.monotonic_ns()}"
         started = time.monotonic()
         try:
-            worker.send(dict(request, op=op, token=token, **{"class": class_name}), tensors)
+            worker.send(dict(request, op=op, token=token, **{"class": class_name}), tensors, started + time_limit)
             while True:
                 message = worker.receive(started + time_limit, f"running {op}")
                 if message.get("event") == "reply" and message.get("token") == token:
@@ -590,7 +630,10 @@ def _text(value, limit: int, tail: bool = False) -> str:
     """A string field from the worker, cut to `limit`; anything that is not a string is ''."""
     if not isinstance(value, str):
         return ""
-    return value[-limit:] if tail else value[:limit]
+    value = value[-limit:] if tail else value[:limit]
+    # Lone surrogates ("\ud800") are valid in a Python str but not in UTF-8: a terminal or a
+    # JSON reader would fail on them, so they become U+FFFD here.
+    return value.encode("utf-8", "replace").decode("utf-8")
 
 
 def _seconds(value, fallback: float) -> float:

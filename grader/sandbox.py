@@ -56,7 +56,7 @@ def confine(spec: dict) -> dict:
             os.setgroups([])
             os.setgid(spec["gid"])
             os.setuid(spec["uid"])
-            active["unprivileged_user"] = f"uid {spec['uid']}"
+            active["unprivileged_user"] = spec.get("uid_label", f"uid {spec['uid']}")
         except PermissionError:  # root without CAP_SETUID/CAP_SETGID (some containers)
             pass
     if libc is not None:

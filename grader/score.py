@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from .cases import Case
 from .compare import Comparison, compare
 from .config import Assignment
+from .methods import MethodCheck, SpeedCheck, lookup
 from .runner import CaseRun, LoadOutcome, WorkerRun
 from .shortcuts import scan_class
 from .submission import Submission
@@ -54,11 +55,18 @@ class Violation:
     location: str | None   # "cell 5, line 12: code"
     case: str | None       # the first case that reached it (dispatch only)
 
+    @property
+    def penalized(self) -> bool:
+        """A shortcut costs points when it ran; the source merely naming one (an unused helper,
+        a comment-like string) is reported without a penalty. Tampering always costs."""
+        return self.source == "dispatch" or self.kind == "tampering"
+
     def describe(self) -> str:
         what = f"aten.{self.operator}" if self.source == "dispatch" else self.operator
         verb = "works around the operator check with" if self.kind == "tampering" else "uses"
         where = f" at {self.location}" if self.location else ""
-        when = f" (case {self.case})" if self.case else " (found in the source)"
+        when = f" (case {self.case})" if self.case else (
+            " (found in the source)" if self.penalized else " (found in the source, never reached while grading: not penalized)")
         return f"{verb} {what}{where}{when}"
 
 
@@ -74,6 +82,8 @@ class ClassReport:
     cases: tuple[CaseResult, ...]
     likely_causes: tuple = ()          # diagnose.LikelyCause entries, added by the pipeline
     smallest_failure: object = None    # shrink.SmallestFailure, added by the pipeline
+    methods: tuple[MethodCheck, ...] = ()      # the helper methods checked one at a time
+    speed: SpeedCheck | None = None            # timed against torch (classes with speed: true)
 
     def first_failure(self, include_hidden: bool = True) -> CaseResult | None:
         for result in self.cases:
@@ -95,25 +105,33 @@ def class_reports(assignment: Assignment, submission: Submission, worker_run: Wo
         status, message = _class_status(spec.name, worker_run.load, submission)
         results = tuple(judge(run, assignment) for run in worker_run.runs if run.class_name == spec.name)
         groups = _group_summaries(assignment, spec.name, results) if status == "graded" else ()
-        score = _points(spec.points, groups) if status == "graded" else 0.0
-        violations = _violations(spec.forbidden_operators, results, submission, spec.name) \
+        found, speed = lookup(worker_run.extras, spec.name) if status == "graded" else (None, None)
+        methods = found.checks if found is not None else ()
+        score = _class_points(spec.points, groups, methods, speed) if status == "graded" else 0.0
+        violations = _violations(spec.forbidden_operators, results, submission, spec.name, methods) \
             if status == "graded" else ()
-        if violations and assignment.violation_penalty == "zero":
+        penalized = [v for v in violations if v.penalized]
+        if penalized and assignment.violation_penalty == "zero":
             score = 0.0
-            message = "scored 0: " + violations[0].describe()
+            message = "scored 0: " + penalized[0].describe()
         reports.append(ClassReport(name=spec.name, status=status, score=score, max_score=spec.points,
-                                   message=message, violations=violations, groups=groups, cases=results))
+                                   message=message, violations=violations, groups=groups, cases=results,
+                                   methods=methods, speed=speed))
     return tuple(reports)
 
 
 def _violations(forbidden: tuple[str, ...], results: tuple[CaseResult, ...], submission: Submission,
-                class_name: str) -> tuple[Violation, ...]:
+                class_name: str, methods: tuple[MethodCheck, ...] = ()) -> tuple[Violation, ...]:
     found: dict[str, Violation] = {}
     for result in results:
         hits = dict(result.run.forbidden_hits)
         for operator, count in result.run.operators:
             if operator in forbidden and count and operator not in found:
                 found[operator] = Violation(operator, "dispatch", "shortcut", hits.get(operator), result.case.id)
+    for check in methods:          # a helper that __call__ never reaches is still checked
+        for operator, location, case_id in check.violations:
+            if operator in forbidden and operator not in found:
+                found[operator] = Violation(operator, "dispatch", "shortcut", location, case_id)
     static = tuple(Violation(f.name, "static", f.kind, f.location, None)
                    for f in scan_class(submission, class_name))
     # A static finding that the recorder also saw adds nothing but noise, unless it is tampering.
@@ -152,6 +170,19 @@ def _group_summaries(assignment: Assignment, class_name: str,
         summaries.append(GroupSummary(name=name, description=description, hidden=hidden, weight=weight,
                                       counts=counts))
     return tuple(summaries)
+
+
+def _class_points(points: float, groups: tuple[GroupSummary, ...], methods: tuple[MethodCheck, ...],
+                  speed: SpeedCheck | None) -> float:
+    """The case groups share what the checked methods and the speed check do not take: a
+    method's points are earned by the fraction of its cases it passed, speed points when the
+    class is vectorized. Points of a check that did not run (no reference) go to the groups."""
+    carved = sum(m.points for m in methods if m.status != "not_run")
+    earned = sum(m.score for m in methods)
+    if speed is not None and speed.status != "not_run":
+        carved += speed.points
+        earned += speed.score
+    return round(_points(max(points - carved, 0.0), groups) + earned, 4)
 
 
 def _points(points: float, groups: tuple[GroupSummary, ...]) -> float:

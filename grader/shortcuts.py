@@ -62,6 +62,8 @@ def scan_class(submission: Submission, class_name: str) -> tuple[StaticFinding, 
 
 def _classify(node: ast.AST, aliases: set[str]) -> tuple[str, str] | None:
     if isinstance(node, ast.Attribute):
+        if isinstance(node.value, ast.Name) and node.value.id == "self":
+            return None  # the student's own attribute (self.conv2d), not torch's
         if node.attr in TAMPERING_NAMES:
             return node.attr, "tampering"
         if isinstance(node.value, ast.Name) and node.value.id in ("os", "_thread") \
@@ -137,8 +139,10 @@ def _forbidden_aliases(submission: Submission) -> set[str]:
 
 
 def _reachable_sources(submission: Submission, class_name: str):
-    """The class's defining unit, plus units defining names it mentions (transitively):
-    helper functions and base classes written in the submission."""
+    """The class's defining unit, plus the units defining the global names it uses
+    (transitively): helper functions, base classes and the imports they rely on. Plain
+    assignments are not followed: a test line `out = nn.Conv2d(...)(x)` outside the class
+    says nothing about the class, even when the class has a local called `out`."""
     by_name = {}
     for unit in submission.units:
         for name in unit.defines:
@@ -155,8 +159,27 @@ def _reachable_sources(submission: Submission, class_name: str):
             tree = ast.parse(unit.source)
         except SyntaxError:
             continue
-        result.append((unit, tree))
-        if isinstance(tree.body[0], (ast.Import, ast.ImportFrom)):
+        first = tree.body[0] if tree.body else None
+        if len(result) and not isinstance(first, FOLLOWED):
             continue
-        todo.extend(n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id in by_name)
+        result.append((unit, tree))
+        if isinstance(first, (ast.Import, ast.ImportFrom)):
+            continue
+        todo.extend(name for name in _free_names(tree) if name in by_name)
     return result
+
+
+FOLLOWED = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom, ast.If, ast.Try)
+
+
+def _free_names(tree: ast.AST) -> set[str]:
+    """Names read in `tree` that no assignment, parameter or loop inside it binds."""
+    read, bound = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (read if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node is not tree:
+            bound.add(node.name)
+    return read - bound

@@ -74,7 +74,8 @@ def load_submission(path: Path) -> Submission:
 
 
 def _decode(data: bytes) -> str:
-    return data.decode("utf-8", errors="replace")
+    # utf-8-sig drops the byte-order mark older Windows editors write at the start.
+    return data.decode("utf-8-sig", errors="replace")
 
 
 def _notebook_cells(data: bytes) -> tuple[list[tuple[int, str]], list[LoadNote]]:
@@ -88,7 +89,9 @@ def _notebook_cells(data: bytes) -> tuple[list[tuple[int, str]], list[LoadNote]]
     for number, cell in enumerate(notebook.get("cells", []), start=1):
         if isinstance(cell, dict) and cell.get("cell_type") == "code":
             source = cell.get("source", "")
-            cells.append((number, source if isinstance(source, str) else "".join(map(str, source))))
+            if isinstance(source, list):
+                source = "".join(part for part in source if isinstance(part, str))
+            cells.append((number, source if isinstance(source, str) else ""))
     return cells, []
 
 
@@ -154,12 +157,17 @@ def _collect_units(cell: int | None, raw_source: str, module_name: str,
                    units: list[CodeUnit], notes: list[LoadNote]) -> None:
     line_offset = 0
     if cell is not None:
+        # Blank lines before a cell magic are allowed, and IPython's transformer drops leading
+        # blank lines anyway: count them, so every line number below stays the cell's own.
+        stripped = raw_source.lstrip("\r\n \t")
+        line_offset = raw_source[:len(raw_source) - len(stripped)].count("\n")
+        raw_source = stripped
         first, _, body = raw_source.partition("\n")
         if first.split(" ")[0].strip() in TRANSPARENT_CELL_MAGICS:
-            notes.append(LoadNote(cell=cell, line=1, kind="skipped_magic",
+            notes.append(LoadNote(cell=cell, line=line_offset + 1, kind="skipped_magic",
                                   message=f"cell magic {first.strip()[:40]}: only its body's definitions are kept"))
             raw_source = body
-            line_offset = 1
+            line_offset += 1
     source = _translate_ipython(raw_source) if cell is not None else raw_source
     try:
         tree = ast.parse(source)
@@ -197,7 +205,7 @@ DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef
 
 
 def _skip_reason(statement: ast.stmt) -> str | None:
-    if isinstance(statement, DEFINITIONS):
+    if isinstance(statement, DEFINITIONS) or isinstance(statement, ast.Pass):
         return None
     if isinstance(statement, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
         if _is_ipython_call(statement):

@@ -36,17 +36,18 @@ def main(spec_json: str) -> None:
 def serve(spec: dict) -> None:
     """Confine this process, then answer requests until told to exit. Runs in a fresh
     interpreter (main) or in a child forked from the fork server."""
-    global _digest, _max_output_bytes
+    global _digest, _max_output_bytes, _wire_dtypes
     from grader import sandbox
 
     protections = sandbox.confine(spec)
     _LIMITS.update(spec.get("rlimits", {}))
     import torch
 
-    from grader.protocol import PAYLOAD_LIMIT, Channel, tensor_digest
+    from grader.protocol import DTYPE_NAMES, PAYLOAD_LIMIT, Channel, tensor_digest
     # Bound here, before any submission code runs: a submission that replaces
     # grader.protocol.tensor_digest (to hide that it mutated its input) changes nothing.
     _digest, _max_output_bytes = tensor_digest, PAYLOAD_LIMIT // 2
+    _wire_dtypes = frozenset(DTYPE_NAMES)
     torch.set_num_threads(1)
     channel = Channel(spec["request_fd"], spec["response_fd"])
     if spec.get("cuda"):
@@ -73,12 +74,17 @@ class Worker:
         self.channel = channel
         self.namespace: dict = {}
         self.filenames: set[str] = set()
+        # Imported before any submission code runs: it binds torch's conv2d for the speed check.
+        from grader import worker_checks
+        self._checks = worker_checks
 
     @property
     def extra_ops(self) -> dict:
         """Requests beyond load and run; each handler takes (request, tensors) and returns
         (reply fields, reply tensors)."""
-        return {}
+        checks = self._checks
+        return {"methods": lambda request, tensors: checks.methods(self, request, tensors),
+                "speed": lambda request, tensors: checks.speed(self, request, tensors)}
 
     def reply(self, request: dict, tensors: dict, handler) -> None:
         response, out = {"event": "reply", "token": request.get("token")}, None
@@ -199,7 +205,9 @@ class Worker:
         except Exception as exc:
             return {**response, "status": "error", "error": self._describe(exc),
                     "message": "the returned value's data could not be read"}
-        if output is not None:
+        if output is not None and output.dtype not in _wire_dtypes:
+            response["message"] = f"returned a tensor of dtype {output.dtype}, which cannot be graded"
+        elif output is not None:
             size = output.numel() * output.element_size()
             if size > _max_output_bytes:
                 response["message"] = (f"output has {output.numel()} elements ({size >> 20} MB, more than "
@@ -275,6 +283,7 @@ def _accepts(cls, args: tuple, keywords: dict) -> bool:
 
 _digest = None              # grader.protocol.tensor_digest, bound in main()
 _max_output_bytes = 0
+_wire_dtypes: frozenset = frozenset()
 
 
 def _plain_data(result):

@@ -123,35 +123,39 @@ def _cmdline(pid):
 def test_a_killed_worker_and_a_hanging_submission_cost_only_themselves(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
-    shutil.copy(BATCH / "slow_correct.py", folder / "slow_correct.py")
-    shutil.copy(FIXTURES / "hostile" / "loop_in_call.py", folder / "hangs.py")
-    shutil.copy(SUBMISSIONS / "correct_module.py", folder / "fine.py")
+    # One job, in name order: the first worker is the slow submission's, so that is the one killed.
+    shutil.copy(BATCH / "slow_correct.py", folder / "a_slow.py")
+    shutil.copy(FIXTURES / "hostile" / "loop_in_call.py", folder / "b_hangs.py")
+    shutil.copy(SUBMISSIONS / "correct_module.py", folder / "c_fine.py")
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "grader", "batch", str(folder), "-o", str(out),
-                                "--assignment", str(SMALL), "--jobs", "2"], cwd=ROOT,
+                                "--assignment", str(SMALL), "--jobs", "1"], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = None
     deadline = time.monotonic() + 60
     while killed is None and time.monotonic() < deadline:
-        time.sleep(0.3)
-        # Workers are the fork server's children: kill the first one found.
+        time.sleep(0.2)
         for server in [p for p in _direct_children(process.pid) if b"forkserver" in _cmdline(p)]:
-            for worker in _direct_children(server):
+            workers = _direct_children(server)
+            if workers:
+                time.sleep(1.5)  # well inside a_slow's 4.5 s of cases
                 try:
-                    os.kill(worker, signal.SIGKILL)
-                    killed = worker
-                    break
+                    os.kill(workers[0], signal.SIGKILL)
+                    killed = workers[0]
                 except ProcessLookupError:
-                    continue
+                    pass
     _, stderr = process.communicate(timeout=240)
     assert killed is not None and process.returncode == 0, stderr
     reports = reports_in(out)
-    assert set(reports) == {"slow_correct", "hangs", "fine"}
-    assert reports["fine"]["score"] == 100
-    statuses = [c["status"] for r in reports.values() for cls in r["classes"].values() for c in cls["cases"]]
-    assert "timeout" in statuses
-    messages = [c["message"] for r in reports.values() for cls in r["classes"].values() for c in cls["cases"]]
-    assert any("SIGKILL" in m for m in messages), "the killed worker's case says so"
+    assert set(reports) == {"a_slow", "b_hangs", "c_fine"}
+    assert reports["c_fine"]["score"] == 100
+    hung = [c["status"] for cls in reports["b_hangs"]["classes"].values() for c in cls["cases"]]
+    assert "timeout" in hung
+    slow = reports["a_slow"]
+    messages = [c["message"] for cls in slow["classes"].values() for c in cls["cases"]]
+    messages += [e["message"] for e in slow["load"]["errors"]]   # killed while loading
+    assert any("SIGKILL" in m for m in messages), "the killed worker's case (or statement) says so"
+    assert slow["environment"]["worker_restarts"] >= 1
 
 
 @pytest.mark.slow

@@ -173,9 +173,25 @@ def test_no_file_in_the_wheel_holds_the_references_method_bodies(wheel_files):
         assert leaks(file_text(name, data), bodies) == [], name
 
 
+def _optional_imports(tree) -> set[int]:
+    """ids of the import nodes inside a `try` that catches ImportError."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(isinstance(h.type, ast.Name) and h.type.id == "ImportError"
+                                             for h in node.handlers):
+            found.update(id(n) for statement in node.body for n in ast.walk(statement))
+    return found
+
+
 def test_the_grader_never_imports_the_reference():
+    """The student wheel has no reference package. The one use of it, the per-method checks'
+    expected layouts (grader/methods.py), is optional: without it they are `not_run`."""
     for path in sorted((ROOT / "grader").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        optional = _optional_imports(tree) if path.name == "methods.py" else set()
+        for node in ast.walk(tree):
+            if id(node) in optional:
+                continue
             modules = []
             if isinstance(node, ast.Import):
                 modules = [alias.name for alias in node.names]
@@ -185,6 +201,7 @@ def test_the_grader_never_imports_the_reference():
                     in ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
                 modules = [str(node.args[0].value)]
             assert not any(m.split(".")[0] == "reference" for m in modules), f"{path.name}: {modules}"
+    assert _optional_imports(ast.parse((ROOT / "grader" / "methods.py").read_text())), "the check checks nothing"
 
 
 @pytest.mark.slow

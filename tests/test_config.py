@@ -42,6 +42,16 @@ def _edit(folder, change):
     (lambda d: d.update(scaffold="missing.py"), "scaffold"),
     (lambda d: d["defaults"].pop("stride"), "defaults"),
     (lambda d: d.update(extra=1), "extra"),
+    (lambda d: d["classes"]["Conv2dMatrix"].update(methods={"_unsqueeze": 5}), "classes.Conv2dMatrix.methods._unsqueeze"),
+    (lambda d: d["classes"]["Conv2dMatrix"].update(methods={"_unsqueeze_kernel": "five"}),
+     "classes.Conv2dMatrix.methods._unsqueeze_kernel"),
+    (lambda d: d["classes"]["Conv2dMatrix"].update(methods={"_unsqueeze_kernel": -1}),
+     "classes.Conv2dMatrix.methods._unsqueeze_kernel"),
+    (lambda d: d["classes"]["Conv2dMatrix"].update(methods=["_unsqueeze_kernel"]), "classes.Conv2dMatrix.methods"),
+    (lambda d: d["classes"]["Conv2dMatrix"].update(methods={"_unsqueeze_kernel": 36}), "classes.Conv2dMatrix.methods"),
+    (lambda d: d["classes"]["Conv2dMatrixV2"].update(speed="yes"), "classes.Conv2dMatrixV2.speed"),
+    (lambda d: d["classes"]["Conv2dMatrixV2"].update(speed_points=-2), "classes.Conv2dMatrixV2.speed_points"),
+    (lambda d: d["classes"]["Conv2dMatrix"].update(speed_points=2), "classes.Conv2dMatrix.speed_points"),
 ])
 def test_a_bad_config_names_the_key(assignment_copy, change, key):
     path = _edit(assignment_copy, change)
@@ -50,6 +60,22 @@ def test_a_bad_config_names_the_key(assignment_copy, change, key):
     message = str(error.value)
     assert message.startswith(key), message
     assert "\n" not in message
+
+
+def test_method_points_and_speed_come_from_the_class_config(assignment_copy):
+    assignment = load_assignment("conv2d")
+    assert assignment.class_spec("Conv2dMatrix").methods == (("_unsqueeze_kernel", 5.0),)
+    assert assignment.class_spec("Conv2dMatrixV2").methods == (("_convert_kernel", 3.0), ("_convert_input", 5.0))
+    assert [c.speed for c in assignment.classes] == [False, False, True]
+    assert all(c.speed_points == 0 for c in assignment.classes)
+
+    def change(d):
+        d["classes"]["Conv2dMatrixV2"] = {"points": 35}            # speed is on by default for V2 only
+        d["classes"]["Conv2dLoop"].update(methods={"_convert_input": 0}, speed=True, speed_points=4)
+    edited = load_assignment(str(_edit(assignment_copy, change)))
+    loop, v2 = edited.class_spec("Conv2dLoop"), edited.class_spec("Conv2dMatrixV2")
+    assert (loop.methods, loop.speed, loop.speed_points) == ((("_convert_input", 0.0),), True, 4.0)
+    assert (v2.methods, v2.speed, v2.speed_points) == ((), True, 0.0)
 
 
 def test_unsatisfiable_group_is_a_config_error_when_cases_are_built(assignment_copy):

@@ -137,16 +137,24 @@ def test_gradescope_scores_add_up_to_the_report(reports, name):
 def test_each_group_earns_its_weighted_share_of_the_class(reports):
     report = reports["template_bug"]
     tests = gradescope_results(report)["tests"]
+    methods = {(c, m["name"]): m for c, cls in report["classes"].items() for m in cls["methods"] if m["points"]}
     for test in tests:
+        key = tuple(test["name"].split(" · "))
+        if key in methods:   # a checked method is a test worth its points
+            method = methods[key]
+            assert math.isclose(test["max_score"], method["points"], abs_tol=0.01), test["name"]
+            assert math.isclose(test["score"], method["score"], abs_tol=0.01), test["name"]
+            continue
         cls, group = group_of(report, test)
         weights = sum(g["weight"] for g in cls["groups"] if counted(g))
-        share = cls["max_score"] * group["weight"] / weights
+        carved = sum(m["points"] for m in cls["methods"] if m["status"] != "not_run")
+        share = (cls["max_score"] - carved) * group["weight"] / weights
         assert math.isclose(test["max_score"], share, abs_tol=0.01), test["name"]
         assert math.isclose(test["score"], share * group["passed"] / counted(group), abs_tol=0.01), test["name"]
         assert test["status"] == ("passed" if group["passed"] == counted(group) else "failed"), test["name"]
     # Groups that ran nothing are not tests; every group that ran something is exactly one.
     expected = {(c, g["name"]) for c, cls in report["classes"].items() for g in cls["groups"] if counted(g)}
-    assert {tuple(t["name"].split(" · ")) for t in tests} == expected
+    assert {tuple(t["name"].split(" · ")) for t in tests} == expected | set(methods)
 
 
 def test_public_groups_show_their_first_failure(reports):

@@ -53,7 +53,7 @@ def test_grade_check_passes_a_correct_class_on_public_cases_only(tmp_path):
 def test_grade_check_exits_1_when_a_public_case_fails_and_2_on_usage_errors(tmp_path):
     failing = grade_check(SUBMISSIONS / "template_bug.ipynb", "--device", "cpu", "--class", "Conv2dMatrixV2")
     assert failing.returncode == 1, failing.stderr
-    assert "first failure: basic-001" in failing.stdout and "not every public case passes" in failing.stdout
+    assert "smallest failing case" in failing.stdout and "replay: grade" in failing.stdout and "not every public case passes" in failing.stdout
     assert grade_check(SUBMISSIONS / "correct.ipynb", "--class", "Conv2dNope").returncode == 2
     assert grade_check(tmp_path / "missing.ipynb").returncode == 2
     hidden = grade_check(SUBMISSIONS / "correct.ipynb", "--device", "cpu", "--case", "random-001")
