@@ -368,9 +368,11 @@ def _hits(entry: dict, forbidden: tuple[str, ...]) -> list[tuple[str, str | None
             if op in forbidden and isinstance(count, int) and count > 0]
 
 
-def _error_text(error: ErrorInfo) -> str:
-    where = f" ({error.location})" if error.location else ""
-    return f"{error.message or error.type}{where}"
+def _error_text(error: ErrorInfo, limit: int = 120) -> str:
+    """`RuntimeError: ... (cell 7, line 32: code)`, the message cut to `limit` characters."""
+    text = error.message or error.type
+    text = text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+    return text + (f" ({error.location})" if error.location else "")
 
 
 def _text(value, limit: int = 300) -> str:
