@@ -399,6 +399,16 @@ def _installed_copies() -> list[Path]:
             candidate = Path(entry or ".") / name
             if (candidate / "__init__.py").is_file():
                 found.append(candidate)
+    for name in ("reference", "assignments"):
+        # Every finder, not just the first that answers: an editable install's finder maps
+        # the name to its checkout even when another copy comes first on sys.path.
+        for finder in sys.meta_path:
+            try:
+                spec = finder.find_spec(name, None)
+            except Exception:
+                continue
+            if spec is not None and spec.origin:
+                found.append(Path(spec.origin).parent)
     return found
 
 

@@ -97,12 +97,33 @@ def _private_temp(libc, spec: dict, active: dict) -> None:
     covered = []
     for folder in SHARED_TEMP_DIRS:
         real = os.path.realpath(folder)
-        if real in covered or not os.path.isdir(real) or \
-                any(p == real or p.startswith(real + os.sep) for p in expose):
-            continue  # Python itself lives there: covering it would leave nothing to run
+        if real in covered or not os.path.isdir(real) or any(p == real for p in expose):
+            continue
+        # Python, torch or the grader may live below it (a venv or a checkout in /tmp): keep
+        # a handle on each such top-level folder, cover the temp folder, then bind those
+        # folders back, with what is hidden inside them still hidden.
+        keep = sorted({os.path.join(real, os.path.relpath(p, real).split(os.sep)[0])
+                       for p in expose if p.startswith(real + os.sep)})
+        handles = []
+        try:
+            handles = [(path, os.open(path, os.O_PATH)) for path in keep]
+        except (OSError, AttributeError):
+            for _, handle in handles:
+                os.close(handle)
+            continue
         if libc.mount(b"tmpfs", real.encode(), b"tmpfs", MS_NOSUID | MS_NODEV,
-                      f"size={size_mb}m,mode=1777".encode()) == 0:
-            covered.append(real)
+                      f"size={size_mb}m,mode=1777".encode()) != 0:
+            for _, handle in handles:
+                os.close(handle)
+            continue
+        for path, handle in handles:
+            if os.path.isdir(f"/proc/self/fd/{handle}"):
+                os.makedirs(path, mode=0o755, exist_ok=True)
+            else:
+                open(path, "a").close()
+            libc.mount(f"/proc/self/fd/{handle}".encode(), path.encode(), None, MS_BIND | MS_REC, None)
+            os.close(handle)
+        covered.append(real + (f" (but {', '.join(os.path.basename(k) for k in keep)})" if keep else ""))
     workdir = spec.get("workdir")
     if workdir and not os.path.isdir(workdir):
         os.makedirs(workdir, mode=0o700)
