@@ -320,7 +320,8 @@ def _nobody_can_run_python() -> bool:
     if not _can_drop_capabilities():
         return False
     probe = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable,
-                            "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); import torch, grader"],
+                            "-c", f"import subprocess, sys; sys.path.insert(0, {str(ROOT)!r}); import torch, grader; "
+                                  "subprocess.run([sys.executable, '-c', '0'], check=True, cwd='/')"],
                            capture_output=True, timeout=120, cwd="/")
     return probe.returncode == 0
 
@@ -329,7 +330,10 @@ def _nobody_can_run_python() -> bool:
                     reason="this Python or the repository is not readable by `nobody` (e.g. pyenv under "
                            "/root, mode 0700); scripts/student_acceptance.sh runs `grade check` as nobody "
                            "from a venv outside /root")
-def test_as_a_normal_user_grading_runs_and_says_what_is_off(tmp_path):
+def test_as_a_normal_user_grading_runs_and_says_what_is_off():
+    import tempfile
+    # Not pytest's tmp_path: its parent folders are root's, mode 0700, so nobody could not enter.
+    tmp_path = Path(tempfile.mkdtemp(prefix="grader-nobody-"))
     tmp_path.chmod(0o777)
     submission = tmp_path / "correct.ipynb"
     shutil.copy(SUBMISSIONS / "correct.ipynb", submission)
