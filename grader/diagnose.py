@@ -97,13 +97,19 @@ def _explained_by(result: CaseResult, causes: list[LikelyCause]) -> bool:
                for cause in causes)
 
 
-def _dilation(ran, failing):
-    undilated = [r for r in failing if r.case.params.dilation > 1 and _shape_as_if(r, dilation=1)]
-    if undilated:
-        r = undilated[0]
-        return LikelyCause("dilation_ignored", f"{r.case.id}: output {list(r.comparison.actual_shape)} is the "
-                                               "shape of the same convolution without dilation")
+def _shape_without(failing, cause: str, uses, changes, what: str) -> LikelyCause | None:
+    """A failure whose output has exactly the shape of the same convolution with `changes`
+    applied: the parameter is ignored."""
+    for r in failing:
+        if uses(r.case.params) and _shape_as_if(r, **changes(r.case.params)):
+            return LikelyCause(cause, f"{r.case.id}: output {list(r.comparison.actual_shape)} is the shape "
+                                      f"of the same convolution {what}")
     return None
+
+
+def _dilation(ran, failing):
+    return _shape_without(failing, "dilation_ignored", lambda p: p.dilation > 1, lambda p: {"dilation": 1},
+                          "without dilation")
 
 
 def _padding(ran, failing):
@@ -115,24 +121,13 @@ def _padding(ran, failing):
                            f"{r.case.id}: output {list(r.comparison.actual_shape)} is "
                            f"{2 * r.case.params.padding} larger per side than {list(r.comparison.expected_shape)}, "
                            "as if the input were padded twice")
-    ignored = [r for r in padded if _shape_as_if(r, padding=0)]
-    if ignored:
-        r = ignored[0]
-        return LikelyCause("padding_ignored", f"{r.case.id}: output {list(r.comparison.actual_shape)} is the shape "
-                                              "of a convolution without padding")
-    return None
+    return _shape_without(failing, "padding_ignored", lambda p: p.padding > 0, lambda p: {"padding": 0},
+                          "without padding")
 
 
 def _stride(ran, failing):
-    strided = [r for r in failing if r.case.params.stride > 1 and _shape_as_if(r, stride=1)]
-    if strided:
-        r = strided[0]
-        return LikelyCause("stride_ignored", f"{r.case.id}: output {list(r.comparison.actual_shape)} is the shape "
-                                             "of a stride-1 convolution")
-    return None
-
-
-DEVICE_MISMATCH = ("on cpu for a cuda input", "same device", "Expected all tensors to be on the same")
+    return _shape_without(failing, "stride_ignored", lambda p: p.stride > 1, lambda p: {"stride": 1},
+                          "with stride 1")
 
 
 def _cuda_only(ran, failing):

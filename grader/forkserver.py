@@ -136,11 +136,7 @@ class ForkServer:
         from . import reaper
 
         if self.process is not None:
-            reaper.kill_worker(self.process.pid)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
+            reaper.kill_and_wait(self.process)
             self.process = None
         if self.sock is not None:
             self.sock.close()

@@ -122,3 +122,14 @@ def kill_all_workers() -> None:
     """Ctrl-C in a batch: every worker goes, now."""
     for pid in list(_live_workers):
         kill_worker(pid)
+
+
+def kill_and_wait(process, timeout_s: float = 5.0) -> None:
+    """Kill a worker or the fork server (and what escaped it), then reap it."""
+    import subprocess
+
+    kill_worker(process.pid)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        pass

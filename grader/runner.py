@@ -265,11 +265,7 @@ class WorkerProcess:
 
     def kill(self) -> None:
         if self.process is not None:
-            reaper.kill_worker(self.process.pid)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
+            reaper.kill_and_wait(self.process)
         if self.channel is not None:
             for fd in (self.channel.read_fd, self.channel.write_fd):
                 try:
@@ -623,8 +619,7 @@ class WorkerSession:
 
     def _discard_worker(self) -> None:
         if self.worker is not None:
-            self.worker.close() if self.worker.process is None else self.worker.kill()
-            self.worker.close()
+            self.worker.close()  # kills the process first when there is one
             self.worker = None
 
     def close(self) -> None:

@@ -21,7 +21,6 @@ MS_REC = 0x4000
 MNT_DETACH = 0x2
 MS_PRIVATE = 0x40000
 PR_SET_PDEATHSIG = 1
-PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 # World-writable folders; the worker gets private, size-capped ones (see _private_temp).
