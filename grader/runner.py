@@ -619,7 +619,9 @@ class WorkerSession:
 
     def _discard_worker(self) -> None:
         if self.worker is not None:
-            self.worker.close()  # kills the process first when there is one
+            # A discarded worker may be hung: kill it first, or close() would wait on its exit.
+            self.worker.kill()
+            self.worker.close()
             self.worker = None
 
     def close(self) -> None:
