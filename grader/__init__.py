@@ -1,4 +1,4 @@
-"""An autograder for the Conv2d assignment: untrusted notebooks in, scored reports out.
+"""An autograder for PyTorch coursework: untrusted notebooks in, scored reports out.
 
 `from grader import check, check_all` gives students a self-check on the public cases
 (grader/selfcheck.py); it is imported on first use, so `import grader` stays cheap.

@@ -25,7 +25,7 @@ from .errors import EXIT_INTERNAL, EXIT_OK, UsageError
 
 SUFFIXES = (".ipynb", ".py")
 GRADER_FAILURE = "the grader could not grade this submission"
-OUTPUT_FILES = ("gradebook.csv", "summary.json")
+OUTPUT_FILES = ("summary.json",)
 RESERVED = {"summary.json", "gradebook.json"}
 
 
@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for the reports")
     parser.add_argument("--jobs", type=int, default=2, help="submissions graded at once (default 2)")
     parser.add_argument("--shard", default="1/1", metavar="K/N", help="grade only the K-th of N shares")
-    parser.add_argument("--assignment", default="conv2d")
+    parser.add_argument("--assignment", help="bundled assignment id or path to its YAML (default: each "
+                                             "submission's own, from the names it defines)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--quiet", action="store_true")
@@ -113,7 +114,7 @@ def is_complete(report_path: Path, item: Item, assignment_sha: str, seed: int, d
         report = json.loads(report_path.read_text())
         if str(report["load"].get("fatal") or "").startswith(GRADER_FAILURE):
             return False  # our failure, not the student's: try again
-        return (report["schema_version"].startswith("1.") and report["submission"]["sha256"] == item.sha256
+        return (report["schema_version"].startswith("2.") and report["submission"]["sha256"] == item.sha256
                 and report["assignment"]["sha256"] == assignment_sha and report["seed"] == seed
                 and tuple(report["devices"]) == devices and "score" in report)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -136,23 +137,23 @@ def main(argv: list[str]) -> int:
 
 
 def _run(args) -> int:
-    from .config import load_assignment
     from .pipeline import resolve_devices
 
     items = shard(identify(collect(args.paths)), args.shard)
-    assignment = load_assignment(args.assignment)
-    seed = assignment.seed if args.seed is None else args.seed
-    devices, _ = resolve_devices(args.device, assignment)
+    chosen = assign(items, args.assignment)
     out = args.output
     out.mkdir(parents=True, exist_ok=True)
-    todo = [i for i in items if not is_complete(out / i.report_name, i, assignment.sha256, seed, devices)]
+    plans = {a.id: (a, a.seed if args.seed is None else args.seed, resolve_devices(args.device, a)[0])
+             for a in chosen.values()}
+    todo = [i for i in items if not is_complete(out / i.report_name, i, chosen[i.id].sha256,
+                                                plans[chosen[i.id].id][1], plans[chosen[i.id].id][2])]
     log = sys.stderr
     if not args.quiet:
         print(f"{len(items)} submissions, {len(items) - len(todo)} already graded, {len(todo)} to grade "
               f"with {args.jobs} jobs", file=log)
     started = time.monotonic()
-    interrupted = _grade_all(todo, assignment, seed, args, out, log)
-    summary = write_outputs(out, items, assignment.id, seed, time.monotonic() - started)
+    interrupted = _grade_all(todo, chosen, plans, args, out, log)
+    summary = write_outputs(out, items, chosen, {i: p[1] for i, p in plans.items()}, time.monotonic() - started)
     if interrupted:
         print(f"interrupted: {summary['graded']} of {len(items)} have reports; run the same command again "
               "to grade the rest", file=log)
@@ -163,11 +164,46 @@ def _run(args) -> int:
               f"({', '.join(failures[:5])}); their reports say so, and rerunning retries them", file=log)
         return EXIT_INTERNAL
     if not args.quiet:
-        print(f"{summary['graded']} reports in {out}; gradebook: {out / 'gradebook.csv'}", file=log)
+        books = ", ".join(str(out / name) for name in gradebook_names(a.id for a in chosen.values()).values())
+        print(f"{summary['graded']} reports in {out}; gradebook: {books}", file=log)
     return EXIT_OK
 
 
-def _grade_all(todo: list[Item], assignment, seed: int, args, out: Path, log) -> bool:
+def assign(items: list[Item], requested: str | None) -> dict[str, "Assignment"]:
+    """Each submission's assignment: the one named, or the one its names point to. A file whose
+    names point nowhere (an empty notebook) is graded with the batch's assignment when the batch
+    has one (its items are then simply missing), else with the first candidate, saying why."""
+    from .choose import choose_for
+    from .config import bundled_assignment_ids, load_assignment
+    from .submission import load_submission
+
+    if requested is not None:
+        assignment = load_assignment(requested)
+        return {item.id: assignment for item in items}
+    candidates = [load_assignment(i) for i in bundled_assignment_ids()]
+    chosen: dict[str, "Assignment"] = {}
+    unknown = []
+    for item in items:
+        try:
+            chosen[item.id] = choose_for(load_submission(item.path), candidates).assignment
+        except UsageError:
+            unknown.append(item)
+    used = {a.id: a for a in chosen.values()}
+    fallback = next(iter(used.values())) if len(used) == 1 else candidates[0]
+    for item in unknown:
+        chosen[item.id] = fallback
+    return chosen
+
+
+def gradebook_names(assignment_ids) -> dict[str, str]:
+    """gradebook.csv for a batch of one assignment; gradebook-<id>.csv each for a mixed one."""
+    ids = sorted(i for i in set(assignment_ids) if i is not None)
+    if len(ids) <= 1:
+        return {ids[0] if ids else None: "gradebook.csv"}
+    return {i: f"gradebook-{_safe(i)}.csv" for i in ids}
+
+
+def _grade_all(todo: list[Item], chosen: dict, plans: dict, args, out: Path, log) -> bool:
     from .progress import Progress
 
     progress = Progress(len(todo), stream=log if not args.quiet else _Null())
@@ -182,6 +218,8 @@ def _grade_all(todo: list[Item], assignment, seed: int, args, out: Path, log) ->
         while queue or pending:
             while queue and len(pending) < args.jobs:
                 item = queue.pop(0)
+                assignment = chosen[item.id]
+                seed = plans[assignment.id][1]
                 pending.add(pool.submit(grade_one, item, assignment, seed, args.device, out, stop, common))
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -232,19 +270,41 @@ def _common_folder(paths: list[Path]) -> tuple[Path, ...]:
         return ()
 
 
-def write_outputs(out: Path, items: list[Item], assignment_id: str, seed: int, duration_s: float) -> dict:
+def write_outputs(out: Path, items: list[Item], chosen: dict, seeds: dict[str, int], duration_s: float) -> dict:
+    groups = {}
+    for assignment_id in sorted({a.id for a in chosen.values()}) or [None]:
+        mine = [item for item in items if chosen[item.id].id == assignment_id]
+        reports, ids = [], []
+        for item in mine:
+            try:
+                reports.append(json.loads((out / item.report_name).read_text()))
+                ids.append(item.id)
+            except (OSError, ValueError):
+                continue
+        groups[assignment_id] = (reports, ids, len(mine), seeds.get(assignment_id))
+    return write_books(out, groups, len(items), duration_s)
+
+
+def write_books(out: Path, groups: dict, submissions: int, duration_s: float) -> dict:
+    """A gradebook per assignment and summary.json: the batch's summary when it has one
+    assignment, else one per assignment under `assignments` beside the totals. `groups`:
+    assignment id -> (reports, their ids, submissions expected, seed)."""
     from .exports import write_gradebook_csv
     from .report import write_json_atomically
 
-    reports, ids = [], []
-    for item in items:
-        try:
-            reports.append(json.loads((out / item.report_name).read_text()))
-            ids.append(item.id)
-        except (OSError, ValueError):
-            continue
-    write_gradebook_csv(reports, out / "gradebook.csv", ids=ids)
-    summary = summarize(reports, ids, assignment_id, seed, duration_s, expected=len(items))
+    books = gradebook_names(groups)
+    summaries = {}
+    for assignment_id, (reports, ids, expected, seed) in groups.items():
+        write_gradebook_csv(reports, out / books[assignment_id], ids=ids)
+        summaries[assignment_id] = summarize(reports, ids, assignment_id, seed, duration_s, expected=expected)
+    if len(summaries) == 1:
+        summary = next(iter(summaries.values()))
+    else:
+        parts = list(summaries.values())
+        summary = {"assignment": None, "seed": None, "submissions": submissions,
+                   "graded": sum(p["graded"] for p in parts), "missing": sum(p["missing"] for p in parts),
+                   "duration_s": round(duration_s, 3), "reports": [r for p in parts for r in p["reports"]],
+                   "assignments": summaries}
     write_json_atomically(summary, out / "summary.json")
     return summary
 
@@ -290,15 +350,16 @@ def merge_main(argv: list[str]) -> int:
             seen.add(path.stem)
             reports.append(report)
             ids.append(path.stem)
-    from .exports import write_gradebook_csv
-    from .report import write_json_atomically
-
     args.output.mkdir(parents=True, exist_ok=True)
-    write_gradebook_csv(reports, args.output / "gradebook.csv", ids=ids)
-    seeds = {r.get("seed") for r in reports}
-    write_json_atomically(summarize(reports, ids, reports[0]["assignment"]["id"] if reports else "",
-                                    seeds.pop() if len(seeds) == 1 else None, 0.0, len(reports)),
-                          args.output / "summary.json")
+    groups: dict = {}
+    for report, identity in zip(reports, ids):
+        group = groups.setdefault(report["assignment"]["id"], ([], [], 0, set()))
+        group[0].append(report)
+        group[1].append(identity)
+        group[3].add(report.get("seed"))
+    groups = {aid: (r, i, len(r), seeds.pop() if len(seeds) == 1 else None)
+              for aid, (r, i, _, seeds) in groups.items()} or {None: ([], [], 0, None)}
+    write_books(args.output, groups, len(reports), 0.0)
     print(f"merged {len(reports)} reports from {len(args.folders)} folders into {args.output}", file=sys.stderr)
     return EXIT_OK
 

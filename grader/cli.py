@@ -16,13 +16,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="grade", description="Grade a Conv2d submission (.ipynb or .py).")
+    parser = _Parser(prog="grade", description="Grade a submission (.ipynb or .py) of a bundled or given "
+                                               "assignment.")
     parser.add_argument("submission", help="the student's notebook or module")
     parser.add_argument("-o", "--output", type=Path, help="write the JSON report here")
-    parser.add_argument("--assignment", default="conv2d", help="bundled assignment id or path to its YAML")
+    parser.add_argument("--assignment", help="bundled assignment id or path to its YAML (default: the one "
+                                             "whose names the submission defines)")
+    parser.add_argument("--item", dest="items", action="append", metavar="NAME",
+                        help="grade only this item (repeat for several)")
     parser.add_argument("--seed", type=int, help="case seed (default: the assignment's)")
     parser.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
-    parser.add_argument("--case", dest="only_case", metavar="CASE_ID", help="replay one case, e.g. stride-003")
+    parser.add_argument("--case", dest="only_case", metavar="CASE_ID", help="replay one case, e.g. basic-003")
     parser.add_argument("--params", metavar="NAME=VALUE,...",
                         help="grade one case with these parameters (the report's smallest failing case "
                              "gives the exact line)")
@@ -86,19 +90,42 @@ def _main(argv: list[str]) -> int:
         forkserver.shutdown()
 
 
+def pick_assignment(submission: Path, requested: str | None):
+    """The assignment named, or the one the submission's names point to (the table's first
+    line and the report's `assignment.id` say which)."""
+    from .config import load_assignment
+
+    if requested is not None:
+        return load_assignment(requested)
+    from .choose import choose_assignment
+
+    return choose_assignment(submission).assignment
+
+
+def select_items(assignment, names: list[str] | None):
+    if not names:
+        return assignment
+    from .public import only_items
+
+    known = [spec.name for spec in assignment.items]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise UsageError(f"no item {unknown[0]!r} in {assignment.id} (items: {', '.join(known)})")
+    return only_items(assignment, names)
+
+
 def _grade_one(args) -> int:
     from . import reaper
-    from .config import load_assignment
     from .pipeline import grade
     from .render import render_text
     from .shrink import parse_params
     from .report import report_to_dict, write_json_atomically, write_text_atomically
 
-    assignment = load_assignment(args.assignment)
+    assignment = select_items(pick_assignment(Path(args.submission), args.assignment), args.items)
     extra_hidden = [path.resolve().parent for path in (args.output, args.gradescope, args.junit) if path]
     if args.params and args.only_case:
         raise UsageError("--case and --params both name the cases to grade; give one")
-    custom = parse_params(args.params) if args.params else None
+    custom = parse_params(args.params, assignment) if args.params else None
     try:
         report = grade(Path(args.submission), assignment, seed=args.seed, device=args.device,
                        only_case=args.only_case, extra_hidden=extra_hidden, custom_params=custom)

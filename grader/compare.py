@@ -1,20 +1,25 @@
-"""Judge one case: the student's output against the float64 answer.
+"""Judge one case: each output the student's code returned against the float64 answer.
 
-Runs in the grader process only. The answer is computed here, on the CPU in
-float64, and the tolerance scales with the reduction length and with the
-magnitudes summed, so a correct float32 implementation passes at 64 channels
-while a wrong one (a missing term, a shifted window) fails by orders of magnitude.
+Runs in the grader process only. The answers and their element-wise tolerances are the
+assignment's (its task's `expected`, computed here on the CPU in float64); what makes an
+output right is the harness's and the same for every assignment: a torch.Tensor, on the
+input's device, of the expected dtype and shape, inputs untouched, every value within
+its bound. A plan with several outputs (a training call, then an evaluation call) passes
+when all of them do; the first that fails gives the verdict, named by its call.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Mapping
 
 import torch
 
-from .cases import Case, make_tensors
-from .config import Tolerance
-from .runner import CaseRun
+from .cases import Case
+from .config import Assignment, ItemSpec
+from .runner import CaseRun, OutputRun
+from .subject import Expected, Task
 
 
 @dataclass(frozen=True)
@@ -28,27 +33,53 @@ class Comparison:
     mismatched: int = 0
     first_mismatch: tuple[int, ...] | None = None
     values_match: bool | None = None   # for wrong-type/dtype/device outputs: would the numbers pass?
+    output: str | None = None          # which output decided, when the plan has several
 
 
-@lru_cache(maxsize=512)
-def expected_output(case: Case) -> tuple[torch.Tensor, torch.Tensor]:
-    """(answer, magnitude) in float64: magnitude[i] = sum |x| * |w| over output i's window."""
-    data, kernel = make_tensors(case)
-    p = case.params
-    data64, kernel64 = data.double(), kernel.double()
-    conv = lambda x, w: torch.nn.functional.conv2d(x, w, stride=p.stride, padding=p.padding,
-                                                   dilation=p.dilation)
-    return conv(data64, kernel64), conv(data64.abs(), kernel64.abs())
+@dataclass(frozen=True)
+class Answer:
+    """One output's answer with how the report names its call."""
+    name: str
+    label: str
+    expected: Expected
 
 
-def tolerance_for(case: Case, magnitude: torch.Tensor, tolerance: Tolerance) -> torch.Tensor:
-    eps = torch.finfo(getattr(torch, case.params.dtype)).eps
-    return eps * (tolerance.eps_multiplier * case.params.reduction * magnitude + tolerance.abs_floor)
+def answers_for(assignment: Assignment, item: ItemSpec, case: Case) -> tuple[Answer, ...]:
+    task = assignment.task_of(item)
+    return _answers(task, case, assignment.tolerance, item.options)
 
 
-def compare(run: CaseRun, tolerance: Tolerance) -> Comparison:
-    case = run.case
-    shape = case.params.output_shape
+@lru_cache(maxsize=1024)
+def _answers(task: Task, case: Case, tolerance: tuple, options: tuple) -> tuple[Answer, ...]:
+    options_map = dict(options)
+    plan = task.plan(case, options_map)
+    with _one_thread():
+        expected = task.expected(case, task.inputs(case), dict(tolerance), options_map)
+    return tuple(Answer(name, plan.label_of(name) if len(plan.outputs) > 1 else "", expected[name])
+                 for name in plan.outputs)
+
+
+@contextmanager
+def _one_thread():
+    """Answers are computed while a worker runs beside us: torch's thread pool, woken for each
+    small case, would spin on the cores the worker needs (the answers are small; one thread
+    is as fast)."""
+    threads = torch.get_num_threads()
+    if threads != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if threads != 1:
+            torch.set_num_threads(threads)
+
+
+def judge_run(assignment: Assignment, item: ItemSpec, run: CaseRun) -> Comparison:
+    return compare(run, answers_for(assignment, item, run.case), assignment.task_of(item).input_labels)
+
+
+def compare(run: CaseRun, answers: tuple[Answer, ...], input_labels: Mapping[str, str] | None = None) -> Comparison:
+    shape = tuple(answers[0].expected.value.shape) if answers else ()
     if run.status == "skipped":
         return Comparison("skipped", run.message, shape)
     if run.status in ("timeout", "not_run"):
@@ -58,73 +89,94 @@ def compare(run: CaseRun, tolerance: Tolerance) -> Comparison:
     if run.status == "crashed":
         return Comparison("error", run.message, shape)
     if run.status == "error":
-        return Comparison("error", _error_message(run), shape)
-    return _compare_output(run, tolerance)
+        return Comparison("error", _error_message(run, answers), shape)
+    verdicts = []
+    for answer in answers:
+        verdict = _compare_output(run, run.output_named(answer.name), answer, input_labels or {})
+        if verdict.verdict != "passed":
+            return verdict
+        verdicts.append(verdict)
+    if not verdicts:
+        return Comparison("passed", "", shape)
+    # Passed: the largest error and the tightest bound over all outputs.
+    first = verdicts[0]
+    if len(verdicts) == 1:
+        return first
+    worst = max(verdicts, key=lambda v: v.max_abs_error or 0.0)
+    return Comparison("passed", first.message, first.expected_shape, first.actual_shape, worst.max_abs_error,
+                      worst.tolerance, values_match=True)
 
 
-def _error_message(run: CaseRun) -> str:
+def _error_message(run: CaseRun, answers: tuple[Answer, ...]) -> str:
     if run.error is None:
         return run.message or "raised an error"
     where = f" ({run.error.location})" if run.error.location else ""
     return f"raised {run.error.message}{where}"
 
 
-def _compare_output(run: CaseRun, tolerance: Tolerance) -> Comparison:
+def _compare_output(run: CaseRun, output: OutputRun | None, answer: Answer,
+                    input_labels: Mapping[str, str]) -> Comparison:
     case = run.case
-    expected, magnitude = expected_output(case)
-    shape = tuple(expected.shape)
-    output = run.output
+    expected = answer.expected
+    shape = tuple(expected.value.shape)
+    prefix = f"{answer.label}: " if answer.label else ""
+    name = answer.name if answer.label else None
+
+    def result(verdict: str, message: str, *args, **kwargs) -> Comparison:
+        return Comparison(verdict, prefix + message, shape, *args, output=name, **kwargs)
+
     if output is None:
-        if run.returned_kind in ("tensor", "tensor_subclass") and run.message:
-            return Comparison("failed", run.message, shape)   # a tensor the grader cannot read
-        return Comparison("failed", f"returned {run.returned_type}, expected a torch.Tensor", shape)
-    actual_shape = tuple(output.shape)
-    values = _value_check(output, expected, magnitude, case, tolerance) if actual_shape == shape else None
+        return result("failed", "returned nothing")
+    if output.tensor is None:
+        if output.returned_kind in ("tensor", "tensor_subclass") and output.message:
+            return result("failed", output.message)   # a tensor the grader cannot read
+        return result("failed", f"returned {output.returned_type}, expected a torch.Tensor")
+    actual_shape = tuple(output.tensor.shape)
+    values = _value_check(output.tensor, expected, case, prefix, name) if actual_shape == shape else None
     values_match = None if values is None else values.verdict == "passed"
-    if run.returned_kind not in ("tensor", "tensor_subclass"):
+    if output.returned_kind not in ("tensor", "tensor_subclass"):
         hint = " (its values are right)" if values_match else ""
-        return Comparison("failed", f"returned {run.returned_type}, expected a torch.Tensor{hint}",
-                          shape, actual_shape, values_match=values_match)
-    if run.output_device is not None and run.output_device.split(":")[0] != case.device:
+        return result("failed", f"returned {output.returned_type}, expected a torch.Tensor{hint}",
+                      actual_shape, values_match=values_match)
+    if output.device is not None and output.device.split(":")[0] != case.device:
         hint = " (its values are right)" if values_match else ""
-        return Comparison("failed", f"returned a tensor on {run.output_device} for a {case.device} input"
-                                    f"{hint}; create tensors with device=input.device",
-                          shape, actual_shape, values_match=values_match)
-    dtype_name = str(output.dtype).removeprefix("torch.")
-    if dtype_name != case.params.dtype:
+        return result("failed", f"returned a tensor on {output.device} for a {case.device} input"
+                                f"{hint}; create tensors with device=input.device",
+                      actual_shape, values_match=values_match)
+    dtype_name = str(output.tensor.dtype).removeprefix("torch.")
+    if dtype_name != expected.dtype:
         hint = " (its values are right)" if values_match else ""
-        return Comparison("failed", f"returned {dtype_name} for {case.params.dtype} input{hint}",
-                          shape, actual_shape, values_match=values_match)
+        return result("failed", f"returned {dtype_name} for {expected.dtype} input{hint}",
+                      actual_shape, values_match=values_match)
     if actual_shape != shape:
-        return Comparison("failed", f"output shape {list(actual_shape)}, expected {list(shape)}",
-                          shape, actual_shape)
-    if run.input_mutated or run.kernel_mutated:
-        what = "input tensor" if run.input_mutated else "kernel"
-        return Comparison("failed", f"modified its {what} in place", shape, actual_shape,
-                          values.max_abs_error, values.tolerance, values.mismatched,
-                          values.first_mismatch, values_match)
-    if run.returned_kind == "tensor_subclass" and values.verdict == "passed":
-        return Comparison("passed", f"returned a {run.returned_type} (a Tensor subclass), graded as "
-                                    "its plain data", shape, actual_shape, values.max_abs_error,
-                          values.tolerance, values_match=True)
+        return result("failed", f"output shape {list(actual_shape)}, expected {list(shape)}", actual_shape)
+    if run.mutated:
+        what = input_labels.get(run.mutated[0], run.mutated[0])
+        return result("failed", f"modified its {what} in place", actual_shape,
+                      values.max_abs_error, values.tolerance, values.mismatched, values.first_mismatch, values_match)
+    if output.returned_kind == "tensor_subclass" and values.verdict == "passed":
+        return result("passed", f"returned a {output.returned_type} (a Tensor subclass), graded as "
+                                "its plain data", actual_shape, values.max_abs_error, values.tolerance,
+                      values_match=True)
     return values
 
 
-def _value_check(output: torch.Tensor, expected: torch.Tensor, magnitude: torch.Tensor,
-                 case: Case, tolerance: Tolerance) -> Comparison:
-    shape = tuple(expected.shape)
+def _value_check(output: torch.Tensor, expected: Expected, case: Case, prefix: str, name: str | None) -> Comparison:
+    answer = expected.value
+    shape = tuple(answer.shape)
     actual = output.real if output.is_complex() else output
     actual = actual.to(torch.float64)
-    bound = tolerance_for(case, magnitude, tolerance)
-    error = (actual - expected).abs()
+    bound = torch.broadcast_to(expected.bound, answer.shape)
+    error = (actual - answer).abs()
     bad = ~(error <= bound)  # NaN compares false, so NaN outputs count as wrong
     count = int(bad.sum())
     finite = torch.where(torch.isfinite(error), error, torch.zeros_like(error))
     max_error = float(finite.max()) if error.numel() else 0.0
     if count == 0:
-        return Comparison("passed", "", shape, shape, max_error, float(bound.max()) if bound.numel() else 0.0)
+        return Comparison("passed", "", shape, shape, max_error, float(bound.max()) if bound.numel() else 0.0,
+                          output=name)
     index = tuple(int(i) for i in bad.nonzero()[0])
-    got, want = float(actual[index]), float(expected[index])
-    message = (f"{count} of {expected.numel()} values wrong; first at index {list(index)}: "
+    got, want = float(actual[index]), float(answer[index])
+    message = (f"{prefix}{count} of {answer.numel()} values wrong; first at index {list(index)}: "
                f"got {got:.6g}, expected {want:.6g} (tolerance {float(bound[index]):.2g})")
-    return Comparison("failed", message, shape, shape, max_error, float(bound[index]), count, index)
+    return Comparison("failed", message, shape, shape, max_error, float(bound[index]), count, index, output=name)

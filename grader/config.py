@@ -1,30 +1,32 @@
 """Load and validate an assignment's config into frozen dataclasses.
 
-Every problem is a ConfigError whose one-line message names the offending key,
-e.g. `groups.stride.params.strid: unknown key`.
+An assignment is a folder: `assignment.yaml`, the course scaffold it names, and the
+parent-side module of its subject (grader/subject.py says what that brings). The
+harness validates the config against the subject's own declarations (its parameters,
+constraints, tasks, checks and options), so every problem is a ConfigError whose
+one-line message names the offending key, e.g. `groups.basic.params.heigth: unknown key`.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import hashlib
+import importlib
+import sys
+import types
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
 from .errors import ConfigError
+from .subject import Subject, Task
 
 ASSIGNMENTS_DIR = Path(__file__).resolve().parent.parent / "assignments"
-
-PARAM_NAMES = ("batch", "in_channels", "out_channels", "height", "width",
-               "kernel_size", "stride", "padding", "dilation", "dtype", "max_macs")
-INT_PARAM_MINIMUM = {"batch": 1, "in_channels": 1, "out_channels": 1, "height": 1, "width": 1,
-                     "kernel_size": 1, "stride": 1, "padding": 0, "dilation": 1, "max_macs": 1}
-DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda")
-CONSTRAINTS = ("square", "non_square", "output_1x1", "output_larger_than_1x1",
-               "output_at_least_2x2", "distinct_kernel_size")
-INPUT_KINDS = ("random", "course")
+ITEM_KINDS = ("class", "function")
+VIOLATION_PENALTIES = ("zero", "none")
+DEFAULT_SUBJECT = "subject.py"
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,9 @@ class Limits:
     load_s: float = 30.0
     statement_s: float = 5.0
     case_s: float = 10.0
+    # Wall-clock budget for everything one submission's worker does; once spent, its remaining
+    # cases are not run (they count as timed out), so no submission holds a batch slot for long.
+    submission_s: float = 300.0
     memory_mb: int = 4096
     output_kb: int = 4096
     file_mb: int = 64
@@ -41,36 +46,28 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class Tolerance:
-    eps_multiplier: float = 4.0
-    abs_floor: float = 16.0
-
-
-# aten operators that compute a convolution or an im2col for the student, by
-# overload-packet name (what a dispatch mode sees, whichever Python name reached it).
-DEFAULT_FORBIDDEN_OPERATORS = (
-    "convolution", "_convolution", "conv2d", "cudnn_convolution", "mkldnn_convolution",
-    "miopen_convolution", "_slow_conv2d_forward", "thnn_conv2d", "slow_conv_dilated2d",
-    "_nnpack_spatial_convolution", "conv_depthwise2d", "_conv_depthwise2d", "im2col", "col2im",
-)
-VIOLATION_PENALTIES = ("zero", "none")
-# The helper methods the course asks for, checked one at a time (grader/methods.py).
-CHECKED_METHODS = ("_unsqueeze_kernel", "_convert_kernel", "_convert_input")
-# The class whose speed the course compares with torch's when a class does not say.
-SPEED_BY_DEFAULT = ("Conv2dMatrixV2",)
-
-
-@dataclass(frozen=True)
-class ClassSpec:
+class ItemSpec:
+    """One graded class or function. `name` is its key in the config and the report;
+    `python_name` what the submission defines (several items may share one, told apart by
+    their task's signature)."""
     name: str
+    python_name: str
+    task: str
+    kind: str
     points: float
-    case_s: float | None = None
-    forbidden_operators: tuple[str, ...] = DEFAULT_FORBIDDEN_OPERATORS
-    # (method, points) checked against the reference; the points are carved out of `points`
+    case_s: float | None
+    forbidden_operators: tuple[str, ...]
+    # (check, points) run after the item's cases; the points are carved out of `points`
     # (0: reported only).
-    methods: tuple[tuple[str, float], ...] = ()
-    speed: bool = False            # time the class against torch.nn.functional.conv2d
-    speed_points: float = 0.0      # carved out of `points`, earned when the class is vectorized
+    checks: tuple[tuple[str, float], ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def option_map(self) -> dict[str, Any]:
+        return dict(self.options)
+
+    def check_points(self, name: str) -> float | None:
+        return dict(self.checks).get(name)
 
 
 @dataclass(frozen=True)
@@ -81,14 +78,15 @@ class GroupSpec:
     weight: float
     hidden: bool
     inputs: str
-    # Each parameter's allowed values, in a fixed order so sampling is reproducible.
+    # Each parameter's allowed values, in the subject's order so sampling is reproducible.
     params: tuple[tuple[str, tuple[Any, ...]], ...]
+    settings: tuple[tuple[str, tuple[Any, ...]], ...]
     require: tuple[str, ...]
-    classes: tuple[str, ...] | None
+    items: tuple[str, ...] | None
     devices: tuple[str, ...]
 
     def choices(self, name: str) -> tuple[Any, ...]:
-        return dict(self.params)[name]
+        return dict(self.params + self.settings)[name]
 
 
 @dataclass(frozen=True)
@@ -101,17 +99,31 @@ class Assignment:
     seed: int
     devices: tuple[str, ...]
     limits: Limits
-    tolerance: Tolerance
-    classes: tuple[ClassSpec, ...]
+    tolerance: tuple[tuple[str, float], ...]
+    items: tuple[ItemSpec, ...]
     groups: tuple[GroupSpec, ...]
     sha256: str
     violation_penalty: str = "zero"
+    subject: Subject = field(default=None, compare=False, repr=False)
+    subject_files: tuple[Path, ...] = field(default=(), compare=False, repr=False)
 
-    def class_spec(self, name: str) -> ClassSpec:
-        return next(spec for spec in self.classes if spec.name == name)
+    def item(self, name: str) -> ItemSpec:
+        return next(spec for spec in self.items if spec.name == name)
 
-    def groups_for(self, class_name: str) -> tuple[GroupSpec, ...]:
-        return tuple(g for g in self.groups if g.classes is None or class_name in g.classes)
+    def task_of(self, item: ItemSpec | str) -> Task:
+        spec = self.item(item) if isinstance(item, str) else item
+        return self.subject.tasks[spec.task]
+
+    def groups_for(self, item_name: str) -> tuple[GroupSpec, ...]:
+        return tuple(g for g in self.groups if g.items is None or item_name in g.items)
+
+    @property
+    def tolerance_map(self) -> dict[str, float]:
+        return dict(self.tolerance)
+
+
+def bundled_assignment_ids() -> list[str]:
+    return sorted(p.parent.name for p in ASSIGNMENTS_DIR.glob("*/assignment.yaml"))
 
 
 def resolve_assignment_path(id_or_path: str) -> Path:
@@ -123,13 +135,11 @@ def resolve_assignment_path(id_or_path: str) -> Path:
     bundled = ASSIGNMENTS_DIR / id_or_path / "assignment.yaml"
     if "/" not in id_or_path and bundled.is_file():
         return bundled
-    known = sorted(p.parent.name for p in ASSIGNMENTS_DIR.glob("*/assignment.yaml"))
-    raise ConfigError(f"no assignment {id_or_path!r} (not a file, folder or one of: {', '.join(known)})")
+    raise ConfigError(f"no assignment {id_or_path!r} (not a file, folder or one of: "
+                      f"{', '.join(bundled_assignment_ids())})")
 
 
-def load_assignment(id_or_path: str = "conv2d") -> Assignment:
-    import hashlib
-
+def load_assignment(id_or_path: str) -> Assignment:
     path = resolve_assignment_path(id_or_path)
     raw_text = path.read_bytes()
     try:
@@ -139,28 +149,35 @@ def load_assignment(id_or_path: str = "conv2d") -> Assignment:
         where = f" (line {mark.line + 1})" if mark else ""
         raise ConfigError(f"{path.name}: not valid YAML{where}") from None
     top = _mapping(raw, "")
-    _only_keys(top, "", {"id", "title", "scaffold", "seed", "devices", "limits", "tolerance",
-                         "classes", "defaults", "groups", "forbidden_operators", "violation_penalty"})
+    _only_keys(top, "", {"id", "title", "scaffold", "subject", "seed", "devices", "limits", "tolerance",
+                         "items", "defaults", "groups", "forbidden_operators", "violation_penalty"})
     scaffold_name = _typed(top, "scaffold", str, "", required=True)
     scaffold_path = path.parent / scaffold_name
     if not scaffold_path.is_file():
         raise ConfigError(f"scaffold: file {scaffold_name!r} not found beside {path.name}")
+    subject_name = _typed(top, "subject", str, "", default=DEFAULT_SUBJECT)
+    subject_path = (path.parent / subject_name).resolve()
+    subject = load_subject(subject_path, "subject")
     devices = _devices(top.get("devices", ["cpu"]), "devices")
-    defaults = _params(top.get("defaults", {}), "defaults", base={})
-    forbidden = _operator_list(top.get("forbidden_operators", list(DEFAULT_FORBIDDEN_OPERATORS)),
+    defaults = _params(subject, top.get("defaults", {}), "defaults", base={})
+    forbidden = _operator_list(top.get("forbidden_operators", list(subject.forbidden_operators)),
                                "forbidden_operators")
     penalty = _typed(top, "violation_penalty", str, "", default="zero")
     if penalty not in VIOLATION_PENALTIES:
         raise ConfigError(f"violation_penalty: one of {', '.join(VIOLATION_PENALTIES)}")
-    classes = tuple(_class_spec(name, body, forbidden) for name, body in
-                    _mapping(top.get("classes"), "classes", required=True).items())
-    if not classes:
-        raise ConfigError("classes: at least one class is needed")
-    class_names = {c.name for c in classes}
-    groups = tuple(_group_spec(name, body, defaults, devices, class_names) for name, body in
+    items = tuple(_item_spec(subject, name, body, forbidden) for name, body in
+                  _mapping(top.get("items"), "items", required=True).items())
+    if not items:
+        raise ConfigError("items: at least one item is needed")
+    item_names = {item.name for item in items}
+    groups = tuple(_group_spec(subject, name, body, defaults, devices, item_names) for name, body in
                    _mapping(top.get("groups"), "groups", required=True).items())
     if not groups:
         raise ConfigError("groups: at least one group is needed")
+    tolerance = _tolerance(subject, top.get("tolerance", {}))
+    modules = subject_modules(subject_path)
+    digest = hashlib.sha256(raw_text + scaffold_path.read_bytes()
+                            + b"".join(m.read_bytes() for m in modules)).hexdigest()
     return Assignment(
         id=_typed(top, "id", str, "", required=True),
         title=_typed(top, "title", str, "", default=""),
@@ -170,20 +187,80 @@ def load_assignment(id_or_path: str = "conv2d") -> Assignment:
         seed=_typed(top, "seed", int, "", default=0),
         devices=devices,
         limits=_dataclass_from(Limits, top.get("limits", {}), "limits"),
-        tolerance=_dataclass_from(Tolerance, top.get("tolerance", {}), "tolerance"),
-        classes=classes,
+        tolerance=tolerance,
+        items=items,
         groups=groups,
-        sha256=hashlib.sha256(raw_text + scaffold_path.read_bytes()).hexdigest(),
+        sha256=digest,
         violation_penalty=penalty,
+        subject=subject,
+        subject_files=modules,
     )
 
 
-def _class_spec(name: Any, body: Any, forbidden: tuple[str, ...]) -> ClassSpec:
-    where = f"classes.{name}"
+def subject_modules(path: Path) -> tuple[Path, ...]:
+    """The subject's module and the sibling modules it imports (`from . import x`, `from .x
+    import y`), followed transitively: what grading depends on (the assignment's hash covers
+    them) and what a student's copy needs, never another file of the folder (a solution kept
+    beside it, say)."""
+    import ast
+
+    folder = path.parent
+    todo, found = [path], []
+    while todo:
+        current = todo.pop()
+        if current in found or not current.is_file():
+            continue
+        found.append(current)
+        try:
+            tree = ast.parse(current.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names = [node.module] if node.module else [alias.name for alias in node.names]
+                todo.extend(folder / f"{name.split('.')[0]}.py" for name in names)
+    return tuple(sorted(found))
+
+
+def load_subject(path: Path, where: str) -> Subject:
+    """The module's SUBJECT. A bundled assignment's module is imported as part of the
+    `assignments` package; any other as a module of a package made for its folder, so that
+    it may import its siblings (`from . import causes`) wherever the folder lives."""
+    if not path.is_file() or path.suffix != ".py":
+        raise ConfigError(f"{where}: file {path.name!r} not found")
+    folder = path.parent
+    try:
+        if folder.parent == ASSIGNMENTS_DIR.resolve():
+            package = f"assignments.{folder.name}"
+        else:
+            package = "grader_assignment_" + hashlib.sha256(str(folder).encode()).hexdigest()[:12]
+            if package not in sys.modules:
+                module = types.ModuleType(package)
+                module.__path__ = [str(folder)]
+                sys.modules[package] = module
+        module = importlib.import_module(f"{package}.{path.stem}")
+    except Exception as exc:
+        raise ConfigError(f"{where}: {path.name} does not import ({type(exc).__name__}: {exc})") from None
+    subject = getattr(module, "SUBJECT", None)
+    if not isinstance(subject, Subject):
+        raise ConfigError(f"{where}: {path.name} defines no SUBJECT (an instance of grader.subject.Subject)")
+    return subject
+
+
+def _item_spec(subject: Subject, name: Any, body: Any, forbidden: tuple[str, ...]) -> ItemSpec:
+    where = f"items.{name}"
     if not isinstance(name, str) or not name.isidentifier():
-        raise ConfigError(f"{where}: class names must be Python identifiers")
+        raise ConfigError(f"{where}: item names must be Python identifiers")
     body = _mapping(body, where)
-    _only_keys(body, where, {"points", "case_s", "forbidden_operators", "methods", "speed", "speed_points"})
+    _only_keys(body, where, {"points", "case_s", "forbidden_operators", "checks", "task", "name", "options"})
+    task_name = _typed(body, "task", str, where, default=subject.default_task or name)
+    task = subject.tasks.get(task_name)
+    if task is None:
+        raise ConfigError(f"{where}{'.task' if 'task' in body else ''}: unknown task {task_name!r} "
+                          f"(tasks: {', '.join(subject.tasks)})")
+    python_name = _typed(body, "name", str, where, default=task.python_name or name)
+    if not python_name.isidentifier():
+        raise ConfigError(f"{where}.name: a Python identifier")
     points = _number(body, "points", where, required=True)
     if points < 0:
         raise ConfigError(f"{where}.points: must not be negative")
@@ -192,68 +269,89 @@ def _class_spec(name: Any, body: Any, forbidden: tuple[str, ...]) -> ClassSpec:
         raise ConfigError(f"{where}.case_s: must be positive")
     if "forbidden_operators" in body:
         forbidden = _operator_list(body["forbidden_operators"], f"{where}.forbidden_operators")
-    methods = _methods(body.get("methods", {}), f"{where}.methods")
-    speed = _typed(body, "speed", bool, where, default=name in SPEED_BY_DEFAULT)
-    speed_points = _number(body, "speed_points", where, default=0)
-    if speed_points < 0:
-        raise ConfigError(f"{where}.speed_points: must not be negative")
-    if speed_points and not speed:
-        raise ConfigError(f"{where}.speed_points: needs speed: true")
-    carved = sum(p for _, p in methods) + speed_points
+    checks = _checks(task, body.get("checks", {}), f"{where}.checks")
+    carved = sum(p for _, p in checks)
     if carved > points:
-        raise ConfigError(f"{where}.methods: method and speed points ({carved:g}) exceed the class's "
-                          f"points ({points:g})")
-    return ClassSpec(name=name, points=float(points), case_s=None if case_s is None else float(case_s),
-                     forbidden_operators=forbidden, methods=methods, speed=speed,
-                     speed_points=float(speed_points))
+        raise ConfigError(f"{where}.checks: check points ({carved:g}) exceed the item's points ({points:g})")
+    options = _options(task, body.get("options", {}), f"{where}.options")
+    return ItemSpec(name=name, python_name=python_name, task=task_name, kind=task.kind, points=float(points),
+                    case_s=None if case_s is None else float(case_s), forbidden_operators=forbidden,
+                    checks=checks, options=options)
 
 
-def _methods(raw: Any, where: str) -> tuple[tuple[str, float], ...]:
-    """`{_convert_kernel: 3, ...}`: the course's helper methods to check, with their points."""
+def _checks(task: Task, raw: Any, where: str) -> tuple[tuple[str, float], ...]:
+    """`{_to_columns: 3, speed: 0}`: the task's extra checks to run, with their points."""
     raw = _mapping(raw, where)
-    methods = []
-    for method, points in raw.items():
-        if method not in CHECKED_METHODS:
-            raise ConfigError(f"{where}.{method}: unknown method (checked: {', '.join(CHECKED_METHODS)})")
-        points = _number(raw, method, where)
+    checks = []
+    for check in raw:
+        if check not in task.check_names:
+            known = ", ".join(task.check_names) or "none for this task"
+            raise ConfigError(f"{where}.{check}: unknown check (checks: {known})")
+        points = _number(raw, check, where)
         if points < 0:
-            raise ConfigError(f"{where}.{method}: must not be negative")
-        methods.append((method, float(points)))
-    return tuple(methods)
+            raise ConfigError(f"{where}.{check}: must not be negative")
+        checks.append((check, float(points)))
+    return tuple(checks)
+
+
+def _options(task: Task, raw: Any, where: str) -> tuple[tuple[str, Any], ...]:
+    raw = _mapping(raw, where)
+    _only_keys(raw, where, set(task.option_defaults))
+    values = dict(task.option_defaults)
+    for key, value in raw.items():
+        default = task.option_defaults[key]
+        if type(value) is not type(default) and not (isinstance(default, float) and isinstance(value, int)
+                                                     and not isinstance(value, bool)):
+            raise ConfigError(f"{where}.{key}: expected {type(default).__name__}, got {type(value).__name__}")
+        values[key] = value
+    return tuple(sorted(values.items()))
+
+
+def _tolerance(subject: Subject, raw: Any) -> tuple[tuple[str, float], ...]:
+    raw = _mapping(raw, "tolerance")
+    _only_keys(raw, "tolerance", set(subject.tolerance_defaults))
+    values = dict(subject.tolerance_defaults)
+    for key in raw:
+        number = _number(raw, key, "tolerance")
+        if number <= 0:
+            raise ConfigError(f"tolerance.{key}: must be positive")
+        values[key] = float(number)
+    return tuple(values.items())
 
 
 def _operator_list(raw: Any, where: str) -> tuple[str, ...]:
     if not isinstance(raw, list) or any(not isinstance(op, str) or not op for op in raw):
-        raise ConfigError(f"{where}: a list of aten operator names (e.g. convolution, im2col)")
+        raise ConfigError(f"{where}: a list of aten operator names")
     return tuple(op.removeprefix("aten.") for op in raw)
 
 
-def _group_spec(name: Any, body: Any, defaults: dict, devices: tuple[str, ...],
-                class_names: set[str]) -> GroupSpec:
+def _group_spec(subject: Subject, name: Any, body: Any, defaults: dict, devices: tuple[str, ...],
+                item_names: set[str]) -> GroupSpec:
     where = f"groups.{name}"
     if not isinstance(name, str) or not name.replace("_", "a").isalnum():
         raise ConfigError(f"{where}: group names are letters, digits and underscores")
     body = _mapping(body, where)
     _only_keys(body, where, {"description", "count", "weight", "hidden", "inputs", "params",
-                             "require", "classes", "devices"})
+                             "require", "items", "devices"})
     count = _typed(body, "count", int, where, required=True)
     if count < 1:
         raise ConfigError(f"{where}.count: must be at least 1")
     weight = _number(body, "weight", where, default=1.0)
     if weight < 0:
         raise ConfigError(f"{where}.weight: must not be negative")
-    inputs = _typed(body, "inputs", str, where, default="random")
-    if inputs not in INPUT_KINDS:
-        raise ConfigError(f"{where}.inputs: must be one of {', '.join(INPUT_KINDS)}")
+    inputs = _typed(body, "inputs", str, where, default=subject.input_kinds[0])
+    if inputs not in subject.input_kinds:
+        raise ConfigError(f"{where}.inputs: must be one of {', '.join(subject.input_kinds)}")
     require = body.get("require", [])
-    if not isinstance(require, list) or any(r not in CONSTRAINTS for r in require):
-        raise ConfigError(f"{where}.require: a list of {', '.join(CONSTRAINTS)}")
-    classes = body.get("classes")
-    if classes is not None:
-        if not isinstance(classes, list) or any(c not in class_names for c in classes):
-            raise ConfigError(f"{where}.classes: a list of configured classes ({', '.join(sorted(class_names))})")
-        classes = tuple(classes)
-    params = _params(body.get("params", {}), f"{where}.params", base=defaults)
+    if not isinstance(require, list) or any(r not in subject.constraints for r in require):
+        raise ConfigError(f"{where}.require: a list of {', '.join(subject.constraints)}")
+    items = body.get("items")
+    if items is not None:
+        if not isinstance(items, list) or any(i not in item_names for i in items):
+            raise ConfigError(f"{where}.items: a list of configured items ({', '.join(sorted(item_names))})")
+        items = tuple(items)
+    params = _params(subject, body.get("params", {}), f"{where}.params", base=defaults)
+    drawn = {p.name for p in subject.parameters}
     return GroupSpec(
         name=name,
         description=_typed(body, "description", str, where, default=""),
@@ -261,48 +359,29 @@ def _group_spec(name: Any, body: Any, defaults: dict, devices: tuple[str, ...],
         weight=float(weight),
         hidden=_typed(body, "hidden", bool, where, default=False),
         inputs=inputs,
-        params=tuple((p, params[p]) for p in PARAM_NAMES),
+        params=tuple((p.name, params[p.name]) for p in subject.parameters),
+        settings=tuple((s.name, params[s.name]) for s in subject.settings if s.name not in drawn),
         require=tuple(require),
-        classes=classes,
+        items=items,
         devices=_devices(body["devices"], f"{where}.devices") if "devices" in body else devices,
     )
 
 
-def _params(raw: Any, where: str, base: dict) -> dict:
+def _params(subject: Subject, raw: Any, where: str, base: dict) -> dict:
     raw = _mapping(raw, where)
-    _only_keys(raw, where, set(PARAM_NAMES))
+    declared = {p.name: p for p in subject.parameters + subject.settings}
+    _only_keys(raw, where, set(declared))
     params = dict(base)
     for name, value in raw.items():
-        params[name] = _choices(name, value, f"{where}.{name}")
+        values = declared[name].config_values(value)
+        if isinstance(values, str):
+            raise ConfigError(f"{where}.{name}: {values}")
+        params[name] = values
     if not base:  # the defaults block must define every parameter
-        missing = [p for p in PARAM_NAMES if p not in params]
+        missing = [p for p in declared if p not in params]
         if missing:
             raise ConfigError(f"{where}: missing {', '.join(missing)}")
     return params
-
-
-def _choices(name: str, value: Any, where: str) -> tuple[Any, ...]:
-    """`3` is one value, `[1, 3]` a list of values, `"1..3"` an inclusive range."""
-    if name == "dtype":
-        values = value if isinstance(value, list) else [value]
-        if not values or any(v not in DTYPES for v in values):
-            raise ConfigError(f"{where}: one of {', '.join(DTYPES)} or a list of them")
-        return tuple(values)
-    if isinstance(value, str) and ".." in value:
-        low, _, high = value.partition("..")
-        try:
-            values = list(range(int(low), int(high) + 1))
-        except ValueError:
-            raise ConfigError(f"{where}: a range is written 'LOW..HIGH' with integers") from None
-    elif isinstance(value, list):
-        values = value
-    else:
-        values = [value]
-    if not values or any(isinstance(v, bool) or not isinstance(v, int) for v in values):
-        raise ConfigError(f"{where}: an integer, a list of integers or 'LOW..HIGH'")
-    if min(values) < INT_PARAM_MINIMUM[name]:
-        raise ConfigError(f"{where}: values must be at least {INT_PARAM_MINIMUM[name]}")
-    return tuple(values)
 
 
 def _devices(raw: Any, where: str) -> tuple[str, ...]:

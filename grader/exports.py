@@ -53,7 +53,7 @@ def gradescope_results(report: dict, decimals: int = 2) -> dict:
     class's message. Violations are listed in the output of each of their class's tests.
     """
     unit = 10 ** decimals
-    classes = list(report["classes"].items())
+    classes = list(report["items"].items())
     class_max = _apportion([c["max_score"] * unit for _, c in classes], round(report["max_score"] * unit))
     class_got = _apportion([c["score"] * unit for _, c in classes], round(report["score"] * unit),
                            caps=class_max)
@@ -114,17 +114,19 @@ def _check_tests(cls: dict) -> list[tuple[str, float, float, bool, str]]:
     and the speed check that carry points and ran."""
     total = cls["max_score"]
     found = []
-    for method in cls.get("methods") or []:
-        if method["points"] > 0 and method["status"] != "not_run" and total > 0:
-            output = (f"{method['passed']} of {method['total']} cases passed"
-                      + (f"; layout: {method['layout']}" if method.get("layout") else "")
-                      + (f"\n{method['message']}" if method["message"] else ""))
-            found.append((method["name"], method["points"] / total, method["score"] / total,
-                          method["status"] == "passed", output))
-    speed = cls.get("speed")
-    if speed and speed["points"] > 0 and speed["status"] != "not_run" and total > 0:
-        output = "vectorized" if speed["vectorized"] else (speed["message"] or "not vectorized")
-        found.append(("speed", speed["points"] / total, speed["score"] / total, bool(speed["vectorized"]), output))
+    for check in cls.get("checks") or []:
+        if check["points"] <= 0 or check["status"] == "not_run" or total <= 0:
+            continue
+        if check["kind"] == "speed":
+            vectorized = bool((check.get("speed") or {}).get("vectorized"))
+            output = "vectorized" if vectorized else (check["message"] or "not vectorized")
+            found.append((check["name"], check["points"] / total, check["score"] / total, vectorized, output))
+            continue
+        output = (f"{check['passed']} of {check['total']} cases passed"
+                  + (f"; layout: {check['layout']}" if check.get("layout") else "")
+                  + (f"\n{check['message']}" if check["message"] else ""))
+        found.append((check["name"], check["points"] / total, check["score"] / total,
+                      check["status"] == "passed", output))
     return found
 
 
@@ -156,7 +158,7 @@ def _public_group_output(group: dict, cls: dict) -> str:
                     and c["status"] in COUNTED[1:]), None)
     if failure is not None:
         lines.append(f"first failure: {failure['id']} [{failure['device']}] {failure['status']}")
-        lines.append(f"  {describe_params(failure['params'])}")
+        lines.append(f"  {describe_case(failure)}")
         lines.append(f"  {failure['message']}")
     return "\n".join(lines)
 
@@ -168,10 +170,10 @@ def _with_violations(output: str, cls: dict) -> str:
 def _summary(report: dict) -> str:
     title = report["assignment"].get("title") or report["assignment"]["id"]
     lines = [f"{title}: {_num(report['score'])}/{_num(report['max_score'])}"]
-    for name, cls in report["classes"].items():
+    for name, cls in report["items"].items():
         status = "" if cls["status"] == "graded" else f" ({cls['status'].replace('_', ' ')})"
         lines.append(f"{name}: {_num(cls['score'])}/{_num(cls['max_score'])}{status}")
-    if any(g["hidden"] and _counted(g) for c in report["classes"].values() for g in c.get("groups", [])):
+    if any(g["hidden"] and _counted(g) for c in report["items"].values() for g in c.get("groups", [])):
         lines.append("Hidden case groups are shown once grades are published.")
     return "\n".join(lines)
 
@@ -197,13 +199,12 @@ def _apportion(exact: Sequence[float], total: int, caps: Sequence[int] | None = 
     return result
 
 
-def describe_params(params: dict) -> str:
-    """A case's parameters in words, e.g. ``input 2x3x5x5 (NCHW), 1 filter, kernel 3, stride 2, ...``."""
-    p = params
-    filters = f"{p['out_channels']} filter{'s' if p['out_channels'] != 1 else ''}"
-    return (f"input {p['batch']}x{p['in_channels']}x{p['height']}x{p['width']} (NCHW), {filters}, "
-            f"kernel {p['kernel_size']}, stride {p['stride']}, padding {p['padding']}, "
-            f"dilation {p['dilation']}, {p['dtype']}")
+def describe_case(case: dict) -> str:
+    """A case's parameters in words (the assignment's description), then every parameter, so
+    an export names the case exactly: ``input 2x3x5x5, kernel 3 (batch=2, ...)``."""
+    exact = ", ".join(f"{name}={'x'.join(map(str, value)) if isinstance(value, list) else value}"
+                      for name, value in case["params"].items())
+    return f"{case.get('description', '')} ({exact})" if case.get("description") else exact
 
 
 def _num(value: float) -> str:
@@ -233,7 +234,7 @@ def junit_xml(report: dict) -> str:
     assignment = report["assignment"]["id"]
     root = ET.Element("testsuites", name=assignment)
     totals = Counter()
-    for name, cls in report["classes"].items():
+    for name, cls in report["items"].items():
         suite = ET.SubElement(root, "testsuite", name=f"{assignment}.{name}")
         properties = ET.SubElement(suite, "properties")
         for key in ("status", "score", "max_score"):
@@ -271,7 +272,7 @@ def _junit_case(suite: ET.Element, case: dict, classname: str) -> None:
     message = case["message"] or case["status"]
     child = ET.SubElement(element, kind, message=_xml_text(message), type=case["status"])
     if kind != "skipped":
-        details = [describe_params(case["params"]), message]
+        details = [describe_case(case), message]
         if case.get("error") and case["error"].get("traceback"):
             details.append(case["error"]["traceback"])
         child.text = _xml_text("\n".join(details))
@@ -333,7 +334,7 @@ def gradebook_rows(reports: list[dict], ids: Sequence[str] | None = None) -> lis
                "sha256": report["submission"]["sha256"], "total": report["score"],
                "max_total": report["max_score"]}
         problems = []
-        for name, cls in report["classes"].items():
+        for name, cls in report["items"].items():
             if name in FIXED_COLUMNS or name == "status":
                 raise ValueError(f"class {name!r} clashes with a gradebook column")
             row[name] = cls["score"]

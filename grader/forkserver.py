@@ -197,7 +197,6 @@ def serve_forever(fd: str) -> None:
     torch.set_num_threads(1)
     import grader.protocol  # noqa: F401  (imported once here, inherited by every worker)
     import grader.worker  # noqa: F401
-    import grader.worker_checks  # noqa: F401
     from torch.utils._python_dispatch import TorchDispatchMode  # noqa: F401
     try:
         import numpy  # noqa: F401

@@ -1,6 +1,6 @@
 """Turn classes that live in a running session into a submission file for the worker.
 
-`check(Conv2dLoop)` is called where the class lives (a notebook's kernel, a script),
+`check(MyLayer)` is called where the class lives (a notebook's kernel, a script),
 but student code only ever runs in a worker process, which needs source. In order of
 preference:
 
@@ -170,7 +170,7 @@ def grader_names(namespace: dict) -> set[str]:
 
 def strip_grader_calls(source: str, names: set[str] | None = None) -> tuple[str, int]:
     """Blank out top-level statements that import the grader or use what was imported from
-    it (`from grader import check`, `check(Conv2dLoop)`, `r = check_all()`). Function and
+    it (`from grader import check`, `check(MyLayer)`, `r = check_all()`). Function and
     class definitions are never removed: their bodies do not run at load time. `names`
     (grader names known so far) grows with the imports found, across calls."""
     tree = ast.parse(source)
@@ -217,7 +217,7 @@ def _binding(obj, namespace: dict) -> str | None:
 
 
 def _aliases(live: dict, namespace: dict) -> str:
-    """`Conv2dLoop = MyConv` for a class checked under another name."""
+    """`TheLayer = MyLayer` for an item checked under another name."""
     lines = []
     for name, obj in live.items():
         bound = _binding(obj, namespace)

@@ -1,4 +1,4 @@
-"""The pipeline end to end: load -> build cases -> run in a worker -> compare -> score.
+"""The pipeline end to end: load -> build cases -> run in a worker -> compare -> score -> diagnose.
 
 Returns a GradeReport; writing and rendering it are report.py's and render.py's.
 """
@@ -13,15 +13,21 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .cases import Case, CaseParams, build_cases
+from .cases import Case, build_cases
+from .checks import task_checks
 from .config import Assignment
 from .diagnose import likely_causes
-from .methods import after_class_checks
-from .shrink import SmallestFailure, custom_case, smallest_failure_check
 from .errors import EnvironmentUnavailable, UsageError
-from .runner import LoadOutcome, run_submission
-from .score import ClassReport, class_reports
+from .params import Params
+from .runner import CaseRun, LoadOutcome, run_submission
+from .score import CaseResult, ItemReport, item_reports, judge
+from .shrink import SmallestFailure, custom_case, items_for_params, smallest_failure_check
 from .submission import Submission, load_submission
+
+# Outputs of failing cases the grader keeps for the likely-cause rules, per submission; the
+# rest is judged as it arrives and dropped, so a submission returning huge tensors cannot
+# make the grader hold all of them at once.
+KEPT_OUTPUT_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,7 @@ class GradeReport:
     seed: int
     devices: tuple[str, ...]
     only_case: str | None
-    classes: tuple[ClassReport, ...]
+    items: tuple[ItemReport, ...]
     load: LoadOutcome
     protections: tuple[tuple[str, str], ...]
     environment: tuple[tuple[str, str], ...]
@@ -40,11 +46,11 @@ class GradeReport:
 
     @property
     def score(self) -> float:
-        return round(sum(c.score for c in self.classes), 4)
+        return round(sum(c.score for c in self.items), 4)
 
     @property
     def max_score(self) -> float:
-        return round(sum(c.max_score for c in self.classes), 4)
+        return round(sum(c.max_score for c in self.items), 4)
 
 
 def resolve_devices(requested: str, assignment: Assignment) -> tuple[tuple[str, ...], bool]:
@@ -61,26 +67,44 @@ def resolve_devices(requested: str, assignment: Assignment) -> tuple[tuple[str, 
 
 def grade(submission_path: Path, assignment: Assignment, seed: int | None = None,
           device: str = "auto", only_case: str | None = None,
-          extra_hidden: list[Path] | None = None, custom_params: CaseParams | None = None,
+          extra_hidden: list[Path] | None = None, custom_params: Params | None = None,
           shrink: bool = True) -> GradeReport:
     started = time.monotonic()
     seed = assignment.seed if seed is None else seed
     devices, cuda_available = resolve_devices(device, assignment)
     submission = load_submission(submission_path)
     if custom_params is not None:
-        class_names = tuple(c.name for c in assignment.classes)
-        cases: tuple[Case, ...] = tuple(custom_case(custom_params, d, seed, class_names) for d in devices)
+        items = items_for_params(assignment, custom_params)
+        cases: tuple[Case, ...] = tuple(custom_case(assignment, custom_params, d, seed, items) for d in devices)
     else:
         cases = build_cases(assignment, seed, devices, only_case)
-    checks = (smallest_failure_check(assignment, seed, str(submission_path)),) if shrink else ()
-    checks += after_class_checks(assignment, seed, replay=only_case is not None or custom_params is not None)
-    worker_run = run_submission(assignment, submission, cases, cuda_available, extra_hidden or [], checks)
+    replay = only_case is not None or custom_params is not None
+    judged: dict[tuple[str, str], CaseResult] = {}
+    kept = [0]
+    checks = (smallest_failure_check(assignment, seed, str(submission_path),
+                                     lambda run: judged[(run.item, run.case.key)].comparison),) if shrink else ()
+
+    def on_run(run: CaseRun) -> CaseRun:
+        result = judge(run, assignment)
+        size = sum(o.tensor.numel() * o.tensor.element_size() for o in run.outputs if o.tensor is not None)
+        if result.status == "failed" and size and kept[0] + size <= KEPT_OUTPUT_BYTES:
+            kept[0] += size
+            stored = run
+        else:
+            stored = run.without_tensors()
+        judged[(run.item, run.case.key)] = replace(result, run=stored)
+        return stored
+
+    worker_run = run_submission(assignment, submission, cases, cuda_available, extra_hidden or [],
+                                after_public=checks + (task_checks(assignment, seed, replay),),
+                                after_hidden=checks, on_run=on_run)
     smallest = {name: found for name, found in worker_run.extras if isinstance(found, SmallestFailure)}
-    classes = tuple(replace(c, likely_causes=likely_causes(c.cases), smallest_failure=smallest.get(c.name))
-                    for c in class_reports(assignment, submission, worker_run, cases))
+    items = tuple(replace(c, likely_causes=likely_causes(assignment, assignment.item(c.name), c.cases),
+                          smallest_failure=smallest.get(c.name))
+                  for c in item_reports(assignment, submission, worker_run, judged))
     return GradeReport(
         assignment=assignment, submission=submission, seed=seed, devices=devices, only_case=only_case,
-        classes=classes, load=worker_run.load, protections=worker_run.protections,
+        items=items, load=worker_run.load, protections=worker_run.protections,
         environment=environment_summary(cuda_available), worker_restarts=worker_run.restarts,
         duration_s=round(time.monotonic() - started, 3))
 
@@ -98,7 +122,6 @@ def failed_report(submission_path: Path, assignment: Assignment, seed: int | Non
     """A report for a submission the grader could not grade at all (its worker would not start,
     or the grader failed): every class is a load error with the reason. A batch writes one so
     that every submission has a report."""
-    from .score import ClassReport
     from .submission import LoadNote
 
     try:
@@ -109,11 +132,11 @@ def failed_report(submission_path: Path, assignment: Assignment, seed: int | Non
         submission = Submission(path=submission_path, kind="notebook" if submission_path.suffix == ".ipynb"
                                 else "module", sha256=hashlib.sha256(data).hexdigest(), units=(),
                                 notes=(LoadNote(None, None, "unreadable", f"{type(exc).__name__}: {exc}"[:300]),))
-    load = LoadOutcome(classes=tuple((c.name, "load_error") for c in assignment.classes), failures=(),
-                       stdout_tail="", fatal=reason)
-    classes = tuple(ClassReport(name=c.name, status="load_error", score=0.0, max_score=c.points, message=reason,
-                                violations=(), groups=(), cases=()) for c in assignment.classes)
+    load = LoadOutcome(definitions=(), failures=(), stdout_tail="", fatal=reason)
+    items = tuple(ItemReport(name=c.name, kind=c.kind, python_name=c.python_name, status="load_error", score=0.0,
+                             max_score=c.points, message=reason, violations=(), groups=(), cases=())
+                  for c in assignment.items)
     return GradeReport(assignment=assignment, submission=submission,
                        seed=assignment.seed if seed is None else seed, devices=devices, only_case=None,
-                       classes=classes, load=load, protections=(), environment=environment_summary(False),
+                       items=items, load=load, protections=(), environment=environment_summary(False),
                        worker_restarts=0, duration_s=round(duration_s, 3))

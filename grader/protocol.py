@@ -17,7 +17,7 @@ import time
 import torch
 
 HEADER_LIMIT = 1 << 20          # a header bigger than this is a broken or hostile worker
-# No graded output comes near this (a conv2d case's output is a few KB). The grader holds a
+# No graded output comes near this (a case's output is usually a few KB). The grader holds a
 # message several times over while decoding it, and the worker's memory limit does not cover
 # the grader: this caps what a hostile worker can make the grader allocate per message.
 PAYLOAD_LIMIT = 64 << 20

@@ -16,7 +16,7 @@ import yaml
 from .config import Assignment
 
 # First line of a config written for students: its seed already is the public one.
-PUBLIC_MARKER = "# conv2d-grader public config"
+PUBLIC_MARKER = "# grader public config"
 
 
 def is_public_config(path: Path) -> bool:
@@ -43,17 +43,17 @@ def public_assignment(assignment: Assignment) -> Assignment:
     return replace(assignment, groups=groups, seed=seed)
 
 
-def only_classes(assignment: Assignment, names: list[str] | tuple[str, ...]) -> Assignment:
-    """The assignment restricted to some of its classes (in the config's order)."""
+def only_items(assignment: Assignment, names: list[str] | tuple[str, ...]) -> Assignment:
+    """The assignment restricted to some of its items (in the config's order)."""
     wanted = set(names)
-    classes = tuple(spec for spec in assignment.classes if spec.name in wanted)
+    items = tuple(spec for spec in assignment.items if spec.name in wanted)
     groups = []
     for group in assignment.groups:
-        if group.classes is None:
+        if group.items is None:
             groups.append(group)
-        elif wanted & set(group.classes):
-            groups.append(replace(group, classes=tuple(c for c in group.classes if c in wanted)))
-    return replace(assignment, classes=classes, groups=tuple(groups))
+        elif wanted & set(group.items):
+            groups.append(replace(group, items=tuple(c for c in group.items if c in wanted)))
+    return replace(assignment, items=items, groups=tuple(groups))
 
 
 def public_config_text(assignment: Assignment, seed: int) -> str:

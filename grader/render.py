@@ -1,7 +1,13 @@
 """The terminal view of a report dict (the same data as the JSON, never a second path)."""
 from __future__ import annotations
 
-STATUS_WORDS = {"graded": "", "missing": "MISSING", "load_error": "LOAD ERROR"}
+STATUS_WORDS = {"graded": "", "missing": "MISSING", "load_error": "LOAD ERROR", "wrong_form": "WRONG FORM"}
+
+
+def item_word(report: dict) -> str:
+    """What the table's first column holds: class, function, or item when both."""
+    kinds = {item.get("kind", "class") for item in report["items"].values()}
+    return kinds.pop() if len(kinds) == 1 else "item"
 
 
 def render_text(report: dict, color: bool = False) -> str:
@@ -10,9 +16,9 @@ def render_text(report: dict, color: bool = False) -> str:
     lines.append(f"{report['assignment']['id']} · {sub['path']} · seed {report['seed']}"
                  + (f" · case {report['only_case']}" if report.get("only_case") else ""))
     lines.append("")
-    width = max([len(name) for name in report["classes"]] + [5])
-    lines.append(f"{'class':<{width}}  {'score':>13}  {'passed':>7}  groups")
-    for name, cls in report["classes"].items():
+    width = max([len(name) for name in report["items"]] + [5])
+    lines.append(f"{item_word(report):<{width}}  {'score':>13}  {'passed':>7}  groups")
+    for name, cls in report["items"].items():
         score = f"{_num(cls['score'])}/{_num(cls['max_score'])}"
         if cls["status"] != "graded":
             lines.append(f"{name:<{width}}  {score:>13}  {'-':>7}  {_paint(STATUS_WORDS[cls['status']], 'red', color)}"
@@ -42,7 +48,7 @@ def render_text(report: dict, color: bool = False) -> str:
             lines.append(f"{pad}      {failure['message']}")
     lines.append("")
     lines.append(f"total {_num(report['score'])}/{_num(report['max_score'])}")
-    skipped_cuda = sum(1 for cls in report["classes"].values() for c in cls["cases"]
+    skipped_cuda = sum(1 for cls in report["items"].values() for c in cls["cases"]
                        if c["status"] == "skipped" and c["device"] == "cuda")
     if skipped_cuda:
         lines.append(f"{skipped_cuda} CUDA cases skipped: CUDA is not available here")
@@ -54,10 +60,11 @@ def render_text(report: dict, color: bool = False) -> str:
 
 
 def _checks_lines(cls: dict, color: bool) -> list[str]:
-    """`methods: _convert_kernel ok, _convert_input 4/6` (and why the first one failed), and
-    `speed: 3.2x torch.nn.functional.conv2d's time on cpu, vectorized`."""
+    """`methods: _to_rows ok, _to_columns 4/6` (and why the first one failed), and
+    `speed: 3.2x <baseline>'s time on cpu, vectorized`."""
     lines = []
-    methods = cls.get("methods") or []
+    checks = cls.get("checks") or []
+    methods = [c for c in checks if c["kind"] == "method"]
     if methods and all(m["status"] == "not_run" for m in methods):
         lines.append(f"methods: {methods[0]['message']}")
     elif methods:
@@ -70,25 +77,31 @@ def _checks_lines(cls: dict, color: bool) -> list[str]:
         failing = next((m for m in methods if m["status"] in ("failed", "error")), None)
         if failing is not None:
             lines.append(f"  {failing['name']}: {failing['message']}")
-    speed = cls.get("speed")
-    if speed:
-        if speed["ratio"] is not None:
-            ratio = speed["ratio"]
-            text = f"{ratio:.1f}x" if ratio < 10 else f"{ratio:.0f}x"
-            text += f" torch.nn.functional.conv2d's time on {speed['device']}"
-        elif speed["status"] in ("not_run", "timeout"):
-            text = speed["message"].split("; ")[0]
-        else:
-            text = "not timed"
-        if speed["vectorized"] is True:
-            text += ", vectorized"
-        elif speed["vectorized"] is False and speed["operators"]:
-            small, large = speed["operators"][0]["count"], speed["operators"][-1]["count"]
-            text += ", " + _paint(f"not vectorized (operators per call grow with the output: {small} -> {large})",
-                                  "yellow", color)
-        lines.append(f"speed: {text}")
-        if speed["status"] == "error" and speed["message"]:
-            lines.append(f"  {speed['message'].split('; ')[0]}")
+    for check in checks:
+        if check["kind"] == "speed":
+            lines.extend(_speed_lines(check, color))
+    return lines
+
+
+def _speed_lines(check: dict, color: bool) -> list[str]:
+    speed = check.get("speed") or {}
+    if speed.get("ratio") is not None:
+        ratio = speed["ratio"]
+        text = f"{ratio:.1f}x" if ratio < 10 else f"{ratio:.0f}x"
+        text += f" {speed['baseline']}'s time on {speed['device']}"
+    elif check["status"] in ("not_run", "timeout"):
+        text = check["message"].split("; ")[0]
+    else:
+        text = "not timed"
+    if speed.get("vectorized") is True:
+        text += ", vectorized"
+    elif speed.get("vectorized") is False and speed.get("operators"):
+        small, large = speed["operators"][0]["count"], speed["operators"][-1]["count"]
+        text += ", " + _paint(f"not vectorized (operators per call grow with the output: {small} -> {large})",
+                              "yellow", color)
+    lines = [f"speed: {text}"]
+    if check["status"] == "error" and check["message"]:
+        lines.append(f"  {check['message'].split('; ')[0]}")
     return lines
 
 
@@ -108,18 +121,9 @@ def _groups_line(cls: dict, color: bool) -> str:
 
 
 def _describe_case(case: dict) -> str:
-    """`id [device] status: input ...`; a smallest failing case has no group id worth showing."""
-    p = case["params"]
-    shape = f"input {p['batch']}x{p['in_channels']}x{p['height']}x{p['width']}"
-    extras = [f"kernel {p['kernel_size']}", f"{p['out_channels']} filters", f"stride {p['stride']}"]
-    if p["padding"]:
-        extras.append(f"padding {p['padding']}")
-    if p["dilation"] != 1:
-        extras.append(f"dilation {p['dilation']}")
-    if p["dtype"] != "float32":
-        extras.append(p["dtype"])
+    """`id [device] status: <parameters in words>`; a smallest failing case has no group id worth showing."""
     name = "" if case["id"].startswith("custom-") else f"{case['id']} "
-    return f"{name}[{case['device']}] {case['status']}: {shape}, {', '.join(extras)}"
+    return f"{name}[{case['device']}] {case['status']}: {case['description']}"
 
 
 def _load_lines(load: dict) -> list[str]:

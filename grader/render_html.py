@@ -6,15 +6,16 @@ from __future__ import annotations
 
 from html import escape
 
-from .render import _checks_lines, _describe_case, _load_lines, _num
+from .render import _checks_lines, _describe_case, _load_lines, _num, item_word
 
 COLOURS = {"ok": ("#1b5e20", "#e8f5e9"), "unsupported": ("#8a6d00", "#fff8e1"), "failed": ("#b71c1c", "#ffebee")}
-CELL = "padding:2px 8px;text-align:left;vertical-align:top"
+# A transparent border spaces the text like a cell margin would.
+CELL = "border:solid transparent;border-width:2px 8px;text-align:left;vertical-align:top"
 
 
 def render_html(report: dict, notes: list[str] | tuple[str, ...] = ()) -> str:
     rows = []
-    for name, cls in report["classes"].items():
+    for name, cls in report["items"].items():
         score = f"{_num(cls['score'])}/{_num(cls['max_score'])}"
         if cls["status"] != "graded":
             rows.append(_row(name, score, "-", _badge(cls["status"].replace("_", " "), "failed")
@@ -36,21 +37,22 @@ def render_html(report: dict, notes: list[str] | tuple[str, ...] = ()) -> str:
             details.append(f"<div>{label}: <code>{escape(_describe_case(failure))}</code><br>"
                            f"<span style='opacity:0.8'>{escape(failure['message'])}</span></div>")
         rows.append(_row(name, score, f"{passed}/{len(cases)}", "".join(details)))
-    header = "".join(f"<th style='{CELL}'>{title}</th>" for title in ("class", "score", "passed", "groups"))
+    header = "".join(f"<th style='{CELL}'>{title}</th>" for title in (item_word(report), "score", "passed", "groups"))
     footer = [f"<b>total {_num(report['score'])}/{_num(report['max_score'])}</b>"]
     footer += [escape(line) for line in _load_lines(report["load"])]
     footer += [escape(note) for note in notes]
     return (f"<div class='grader-check'><div style='opacity:0.7'>{escape(report['assignment']['id'])} · "
             f"{escape(str(report['submission']['path']))} · seed {report['seed']}</div>"
-            f"<table style='border-collapse:collapse;margin:4px 0'><thead><tr>{header}</tr></thead>"
+            f"<table style='border-collapse:separate;border-spacing:0;margin:4px 0'><thead><tr>{header}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>"
             + "".join(f"<div>{line}</div>" for line in footer) + "</div>")
 
 
 def _row(name: str, score: str, passed: str, details: str) -> str:
-    return (f"<tr style='border-top:1px solid #ccc'><td style='{CELL}'><code>{escape(name)}</code></td>"
-            f"<td style='{CELL}'>{score}</td><td style='{CELL}'>{passed}</td>"
-            f"<td style='{CELL}'>{details}</td></tr>")
+    cell = CELL + ";box-shadow:inset 0 1px 0 #ccc"   # the line above each row
+    return (f"<tr><td style='{cell}'><code>{escape(name)}</code></td>"
+            f"<td style='{cell}'>{score}</td><td style='{cell}'>{passed}</td>"
+            f"<td style='{cell}'>{details}</td></tr>")
 
 
 def _groups(cls: dict) -> str:
@@ -72,4 +74,4 @@ def _groups(cls: dict) -> str:
 def _badge(text: str, state: str, title: str = "") -> str:
     colour, background = COLOURS[state]
     return (f"<span title='{escape(title, quote=True)}' style='color:{colour};background:{background};"
-            f"padding:0 4px;border-radius:3px;white-space:nowrap'>{escape(text)}</span>")
+            f"border:solid transparent;border-width:0 4px;border-radius:3px;white-space:nowrap'>{escape(text)}</span>")

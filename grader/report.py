@@ -11,9 +11,9 @@ import tempfile
 from pathlib import Path
 
 from .pipeline import GradeReport
-from .score import CASE_STATUSES, CaseResult, ClassReport
+from .score import CASE_STATUSES, CaseResult, ItemReport
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "report.schema.json"
 
 
@@ -28,7 +28,7 @@ def for_students(data: dict) -> dict:
     no parameters, messages or output of a hidden case anywhere."""
     data = json.loads(json.dumps(data))
     data["audience"] = "student"
-    for cls in data["classes"].values():
+    for cls in data["items"].values():
         hidden_ids = {c["id"] for c in cls["cases"] if c["hidden"]}
         cls["cases"] = [c for c in cls["cases"] if not c["hidden"]]
         for group in cls.get("groups", []):
@@ -58,7 +58,7 @@ def _full_dict(report: GradeReport) -> dict:
         "only_case": report.only_case,
         "score": report.score,
         "max_score": report.max_score,
-        "classes": {c.name: _class_dict(c) for c in report.classes},
+        "items": {c.name: _item_dict(c, report) for c in report.items},
         "load": _load_dict(report),
         "environment": dict(report.environment) | {"protections": dict(report.protections),
                                                    "worker_restarts": report.worker_restarts},
@@ -66,47 +66,52 @@ def _full_dict(report: GradeReport) -> dict:
     }
 
 
-def _class_dict(report: ClassReport) -> dict:
+def _item_dict(item: ItemReport, report: GradeReport) -> dict:
+    describe = report.assignment.subject.describe
     return {
-        "status": report.status,
-        "score": report.score,
-        "max_score": report.max_score,
-        "message": report.message,
+        "kind": item.kind,
+        "name": item.python_name,
+        "status": item.status,
+        "score": item.score,
+        "max_score": item.max_score,
+        "message": item.message,
         "violations": [{"operator": v.operator, "source": v.source, "kind": v.kind, "location": v.location,
-                        "case": v.case, "message": v.describe()} for v in report.violations],
-        "likely_causes": [{"cause": c.cause, "evidence": c.evidence} for c in report.likely_causes],
-        "smallest_failing_case": _smallest_dict(report.smallest_failure),
-        "methods": [_method_dict(m) for m in report.methods],
-        "speed": _speed_dict(report.speed),
+                        "case": v.case, "message": v.describe()} for v in item.violations],
+        "likely_causes": [{"cause": c.cause, "evidence": c.evidence} for c in item.likely_causes],
+        "smallest_failing_case": _smallest_dict(item.smallest_failure, describe),
+        "checks": [_check_dict(c) for c in item.checks],
         "groups": [{"name": g.name, "description": g.description, "hidden": g.hidden, "weight": g.weight,
-                    **{status: g.count(status) for status in CASE_STATUSES}} for g in report.groups],
-        "cases": [_case_dict(r) for r in report.cases],
+                    **{status: g.count(status) for status in CASE_STATUSES}} for g in item.groups],
+        "cases": [_case_dict(r, describe) for r in item.cases],
     }
 
 
-def _method_dict(check) -> dict:
-    return {"name": check.name, "status": check.status, "passed": check.passed, "total": check.total,
-            "message": check.message, "layout": check.layout, "points": check.points, "score": check.score,
-            "cases": list(check.cases)}
+def _check_dict(check) -> dict:
+    data = {"name": check.name, "kind": check.kind, "status": check.status, "message": check.message,
+            "points": check.points, "score": check.score, "passed": check.passed, "total": check.total,
+            "layout": check.layout, "cases": list(check.cases), "speed": None}
+    speed = check.speed
+    if speed is not None:
+        data["speed"] = {"device": speed.device, "baseline": speed.baseline, "params": _jsonable(dict(speed.params)),
+                         "repeats": speed.repeats, "median_s": speed.median_s,
+                         "baseline_median_s": speed.baseline_median_s, "ratio": speed.ratio,
+                         "operators": [{"label": label, "count": n} for label, n in speed.operators],
+                         "vectorized": speed.vectorized}
+    return data
 
 
-def _speed_dict(speed) -> dict | None:
-    if speed is None:
-        return None
-    return {"status": speed.status, "message": speed.message, "device": speed.device,
-            "baseline": "torch.nn.functional.conv2d", "params": dict(speed.params), "repeats": speed.repeats,
-            "median_s": speed.median_s, "torch_median_s": speed.torch_median_s, "ratio": speed.ratio,
-            "operators": [{"height": h, "width": w, "count": n} for h, w, n in speed.operators],
-            "vectorized": speed.vectorized, "points": speed.points, "score": speed.score}
+def _jsonable(values: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
-def _smallest_dict(found) -> dict | None:
+def _smallest_dict(found, describe) -> dict | None:
     if found is None:
         return None
     comparison = found.comparison
     return {
         "id": found.case.id,
-        "params": _params_dict(found.case.params),
+        "params": found.case.params.as_dict(),
+        "description": describe(found.case.params),
         "device": found.case.device,
         "expected_shape": list(comparison.expected_shape),
         "actual_shape": None if comparison.actual_shape is None else list(comparison.actual_shape),
@@ -119,28 +124,24 @@ def _smallest_dict(found) -> dict | None:
     }
 
 
-def _params_dict(p) -> dict:
-    return {"batch": p.batch, "in_channels": p.in_channels, "out_channels": p.out_channels,
-            "height": p.height, "width": p.width, "kernel_size": p.kernel_size, "stride": p.stride,
-            "padding": p.padding, "dilation": p.dilation, "dtype": p.dtype}
-
-
-def _case_dict(result: CaseResult) -> dict:
+def _case_dict(result: CaseResult, describe) -> dict:
     case, comparison, run = result.case, result.comparison, result.run
-    p = case.params
+    decided = run.output_named(comparison.output) if comparison.output else (run.outputs[0] if run.outputs else None)
     return {
         "id": case.id,
         "group": case.group,
         "device": case.device,
         "hidden": case.hidden,
-        "params": _params_dict(p),
+        "params": case.params.as_dict(),
+        "description": describe(case.params),
         "status": result.status,
         "message": result.message,
+        "output": comparison.output,
         "expected_shape": list(comparison.expected_shape),
         "actual_shape": None if comparison.actual_shape is None else list(comparison.actual_shape),
         "max_abs_error": comparison.max_abs_error,
         "first_mismatch": None if comparison.first_mismatch is None else list(comparison.first_mismatch),
-        "returned_type": run.returned_type,
+        "returned_type": decided.returned_type if decided is not None else None,
         "error": None if run.error is None else {"type": run.error.type, "message": run.error.message,
                                                   "location": run.error.location,
                                                   "traceback": run.error.traceback},

@@ -22,8 +22,9 @@ from typing import Callable
 import torch
 
 from . import forkserver, reaper
-from .cases import Case, make_tensors
-from .config import Assignment, ClassSpec
+from .cases import Case
+from .config import Assignment, ItemSpec
+from .plan import Plan, Signature
 from .protocol import Channel, ChannelClosed, ChannelTimeout, ProtocolError, tensor_digest
 from .submission import Submission
 
@@ -57,24 +58,54 @@ class ErrorInfo:
 
 
 @dataclass(frozen=True)
-class CaseRun:
-    """What the worker did with one case. `status` is the run's fate, not the verdict:
-    returned, error, unsupported, timeout, crashed, skipped or not_run."""
-    case: Case
-    class_name: str
-    status: str
-    message: str = ""
-    output: torch.Tensor | None = field(default=None, compare=False)
+class OutputRun:
+    """One value a plan returned (a step with `output=`), as the worker described it."""
+    name: str
+    tensor: torch.Tensor | None = field(default=None, compare=False)
     returned_type: str | None = None
     returned_kind: str | None = None          # tensor, tensor_subclass, ndarray, sequence, other
-    output_device: str | None = None
-    input_mutated: bool = False
-    kernel_mutated: bool = False
+    device: str | None = None
+    message: str = ""                         # why its data was not sent, when it was not
+
+
+@dataclass(frozen=True)
+class CaseRun:
+    """What the worker did with one case's plan. `status` is the run's fate, not the verdict:
+    returned, error, unsupported, timeout, crashed, skipped or not_run."""
+    case: Case
+    item: str
+    status: str
+    message: str = ""
+    outputs: tuple[OutputRun, ...] = ()
+    mutated: tuple[str, ...] = ()             # input tensors the plan changed in place
     error: ErrorInfo | None = None
+    error_step: int | None = None             # the plan step that raised
+    missing_method: str | None = None         # a method the plan called that the item lacks
     duration_s: float = 0.0
     stdout_tail: str = ""
     operators: tuple[tuple[str, int], ...] = ()          # aten operator -> times dispatched
     forbidden_hits: tuple[tuple[str, str | None], ...] = ()  # forbidden operator -> student line
+
+    def output_named(self, name: str) -> OutputRun | None:
+        return next((o for o in self.outputs if o.name == name), None)
+
+    # The first output, for plans with one (most): what it returned and how.
+    @property
+    def output(self) -> torch.Tensor | None:
+        return self.outputs[0].tensor if self.outputs else None
+
+    @property
+    def returned_type(self) -> str | None:
+        return self.outputs[0].returned_type if self.outputs else None
+
+    @property
+    def returned_kind(self) -> str | None:
+        return self.outputs[0].returned_kind if self.outputs else None
+
+    def without_tensors(self) -> "CaseRun":
+        from dataclasses import replace
+
+        return replace(self, outputs=tuple(replace(o, tensor=None) for o in self.outputs))
 
 
 @dataclass(frozen=True)
@@ -86,14 +117,100 @@ class UnitFailure:
 
 
 @dataclass(frozen=True)
+class Definition:
+    """One object a tracked name was bound to while loading (the last one is what Python keeps)."""
+    unit: int | None           # the kept statement that bound it (None: the scaffold)
+    kind: str                  # class, function or other
+    type: str
+    names: tuple[str, ...] | None   # its parameters, when it has a signature
+    required: int = 0          # positional parameters without a default
+    positional: int | None = 0      # positional parameters in all (None: *args)
+
+    def accepts(self, count: int) -> bool:
+        return self.names is not None and self.required <= count and (
+            self.positional is None or count <= self.positional)
+
+    def describe(self, python_name: str) -> str:
+        if self.names is None:
+            return python_name
+        return f"{python_name}({', '.join(self.names)})"
+
+    @classmethod
+    def from_wire(cls, raw) -> "Definition | None":
+        if not isinstance(raw, dict) or raw.get("kind") not in ("class", "function", "other"):
+            return None
+        unit = raw.get("unit")
+        signature = raw.get("signature")
+        names, required, positional = None, 0, 0
+        if isinstance(signature, dict):
+            listed = signature.get("names")
+            if isinstance(listed, list) and all(isinstance(n, str) for n in listed):
+                names = tuple(_text(n, 60) for n in listed[:20])
+                required = signature.get("required") if _small_int(signature.get("required")) else 0
+                positional = signature.get("positional") if _small_int(signature.get("positional")) else None
+        return cls(unit=unit if _small_int(unit) else None, kind=raw["kind"], type=_text(raw.get("type"), 120),
+                   names=names, required=required, positional=positional)
+
+
+def _small_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10 ** 6
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Which loaded definition an item is graded on. state: found, missing, wrong_kind (not a
+    class / not a function) or wrong_form (the name exists, but with another signature)."""
+    state: str
+    index: int | None = None
+    message: str = ""
+    definition: Definition | None = None
+
+
+@dataclass(frozen=True)
 class LoadOutcome:
-    classes: tuple[tuple[str, str], ...]      # (name, "class" | "missing" | "not a class ..." | "load_error")
+    definitions: tuple[tuple[str, tuple[Definition, ...]], ...]   # per tracked Python name
     failures: tuple[UnitFailure, ...]
     stdout_tail: str
     fatal: str | None                         # the worker could not load at all
 
-    def state(self, name: str) -> str:
-        return dict(self.classes).get(name, "missing")
+    def found(self, python_name: str) -> tuple[Definition, ...]:
+        return dict(self.definitions).get(python_name, ())
+
+
+def resolve_item(load: LoadOutcome, item: ItemSpec, signature: Signature) -> Resolution:
+    """The item's definition: the last one bound to its name, or, when its task says how many
+    positional arguments it is given, the last one that accepts them (a file may define a
+    step's function and then the next step's under the same name)."""
+    found = load.found(item.python_name)
+    if not found:
+        return Resolution("missing")
+    if signature.positional is None:
+        index = len(found) - 1
+        definition = found[index]
+        if definition.kind != item.kind:
+            return Resolution("wrong_kind", index, f"not a {item.kind} ({definition.type})", definition)
+        return Resolution("found", index, definition=definition)
+    fitting = [i for i, d in enumerate(found) if d.kind == item.kind and d.accepts(signature.positional)]
+    if fitting:
+        return Resolution("found", fitting[-1], definition=found[fitting[-1]])
+    last = found[-1]
+    if last.kind != item.kind:
+        return Resolution("wrong_kind", len(found) - 1, f"not a {item.kind} ({last.type})", last)
+    forms = "; ".join(dict.fromkeys(d.describe(item.python_name) for d in found if d.kind == item.kind))
+    return Resolution("wrong_form", len(found) - 1,
+                      f"{item.python_name} here takes {_count(last)}: {forms}; this item is "
+                      f"{signature.describe(item.python_name)}", last)
+
+
+def _count(definition: Definition) -> str:
+    if definition.names is None:
+        return "an unknown number of parameters"
+    if definition.positional is None:
+        return "any number of arguments"
+    if definition.required == definition.positional:
+        n = definition.positional
+        return f"{n} parameter{'s' if n != 1 else ''}"
+    return f"{definition.required} to {definition.positional} parameters"
 
 
 @dataclass(frozen=True)
@@ -417,7 +534,8 @@ DEFINITION_STARTS = ("def ", "async def ", "class ", "import ", "from ", "@")
 
 class WorkerSession:
     """A submission's worker across restarts: every restart reloads the same definitions,
-    minus the statements that killed or hung an earlier worker."""
+    minus the statements that killed or hung an earlier worker. Everything it runs shares one
+    wall-clock budget (limits.submission_s), loading included."""
 
     MAX_LOAD_RESTARTS = 5
 
@@ -431,8 +549,18 @@ class WorkerSession:
         self.worker: WorkerProcess | None = None
         self.fatal_units: dict[int, ErrorInfo] = {}
         self.first_load: LoadOutcome | None = None
+        self.last_load: LoadOutcome | None = None
         self.restarts = 0
         self.protections: dict = {}
+        self.deadline = time.monotonic() + assignment.limits.submission_s
+        self.tracked = sorted({item.python_name for item in assignment.items})
+        self.trusted = list(assignment.subject.trusted_callables)
+
+    def remaining_s(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def budget_spent_message(self) -> str:
+        return f"not run: the submission's time budget ({self.assignment.limits.submission_s:g} s) was spent"
 
     def load(self) -> LoadOutcome:
         for _ in range(self.MAX_LOAD_RESTARTS + 1):
@@ -440,11 +568,11 @@ class WorkerSession:
             if outcome is not None:
                 if self.first_load is None:
                     self.first_load = outcome
+                self.last_load = outcome
                 return outcome
         reason = "every attempt to load the submission killed or hung the worker"
         self.first_load = self.first_load or LoadOutcome(
-            classes=tuple((c.name, "load_error") for c in self.assignment.classes),
-            failures=self._fatal_failures(), stdout_tail="", fatal=reason)
+            definitions=(), failures=self._fatal_failures(), stdout_tail="", fatal=reason)
         return self.first_load
 
     def _try_load(self) -> LoadOutcome | None:
@@ -466,7 +594,7 @@ class WorkerSession:
                 "units": [{"index": u.index, "source": u.source, "filename": u.filename, "line": u.line}
                           for u in self.submission.units],
                 "skip_units": sorted(self.fatal_units), "statement_s": limits.statement_s,
-                "classes": [c.name for c in self.assignment.classes]}, None, time.monotonic() + limits.load_s)
+                "track": self.tracked, "trusted": self.trusted}, None, time.monotonic() + limits.load_s)
             deadline = time.monotonic() + limits.load_s
             while True:
                 message = worker.receive(deadline, "loading the submission")
@@ -483,11 +611,15 @@ class WorkerSession:
                         failures.append(UnitFailure(unit.index, unit.filename, unit.line, error))
                     current = None
                 elif event == "loaded":
-                    classes = message.get("classes")
-                    if not isinstance(classes, dict):
+                    definitions = message.get("definitions")
+                    if not isinstance(definitions, dict):
                         raise ProtocolError("malformed load reply")
-                    states = tuple((c.name, str(classes.get(c.name, "missing"))) for c in self.assignment.classes)
-                    return LoadOutcome(classes=states, failures=self._fatal_failures() + tuple(failures),
+                    found = []
+                    for name in self.tracked:
+                        raw = definitions.get(name)
+                        entries = raw[:100] if isinstance(raw, list) else []
+                        found.append((name, tuple(d for d in map(Definition.from_wire, entries) if d is not None)))
+                    return LoadOutcome(definitions=tuple(found), failures=self._fatal_failures() + tuple(failures),
                                        stdout_tail=worker.output_since(offset), fatal=None)
                 else:
                     raise ProtocolError(f"unexpected message {event!r} while loading")
@@ -503,9 +635,8 @@ class WorkerSession:
                         and "starting" in reason:
                     raise RuntimeError(f"the worker cannot start: {reason}") from None
                 # Nothing to blame: give up on loading.
-                self.first_load = LoadOutcome(
-                    classes=tuple((c.name, "load_error") for c in self.assignment.classes),
-                    failures=self._fatal_failures() + tuple(failures), stdout_tail="", fatal=reason)
+                self.first_load = LoadOutcome(definitions=(), failures=self._fatal_failures() + tuple(failures),
+                                              stdout_tail="", fatal=reason)
                 return self.first_load
             self.fatal_units[current] = ErrorInfo(type="Fatal", message=f"{reason}; statement skipped",
                                                   location=None, traceback="")
@@ -525,24 +656,41 @@ class WorkerSession:
         units = {u.index: u for u in self.submission.units}
         return tuple(UnitFailure(i, units[i].filename, units[i].line, e) for i, e in sorted(self.fatal_units.items()))
 
-    def run_case(self, case: Case, class_name: str, time_limit: float,
-                 forbidden: tuple[str, ...] = ()) -> CaseRun:
+    def _ready_for(self, item: ItemSpec) -> Resolution | None:
+        """The item's definition in a live worker (reloading after a restart), or None."""
         if self.worker is None or self.worker.process is None:
             outcome = self.load()
-            if outcome.fatal is not None or outcome.state(class_name) != "class":
-                return CaseRun(case=case, class_name=class_name, status="crashed",
-                               message="the worker could not be restarted with the class loaded")
+            if outcome.fatal is not None:
+                return None
+        else:
+            outcome = self.last_load
+        found = resolve_item(outcome, item, self.assignment.task_of(item).signature)
+        return found if found.state == "found" else None
+
+    def run_case(self, case: Case, item: ItemSpec, time_limit: float) -> CaseRun:
+        """The case's own plan for the item, with its inputs."""
+        task = self.assignment.task_of(item)
+        return self.run_plan(case, item, task.plan(case, item.option_map), task.inputs(case), time_limit)
+
+    def run_plan(self, case: Case, item: ItemSpec, plan: Plan, inputs: dict[str, torch.Tensor],
+                 time_limit: float) -> CaseRun:
+        """Any plan against the item on the case's device and seed (a case's, or a check's)."""
+        remaining = self.remaining_s()
+        if remaining <= 0:
+            return CaseRun(case=case, item=item.name, status="not_run", message=self.budget_spent_message())
+        time_limit = min(time_limit, remaining)
+        found = self._ready_for(item)
+        if found is None:
+            return CaseRun(case=case, item=item.name, status="crashed",
+                           message="the worker could not be restarted with the item loaded")
         worker = self.worker
-        data, kernel = make_tensors(case)
-        p = case.params
-        request = {"op": "run", "case": case.key, "class": class_name, "device": case.device,
-                   "seed": case.seed, "keywords": p.extra_keywords, "forbidden": list(forbidden),
-                   "params": {"in_channels": p.in_channels, "out_channels": p.out_channels,
-                              "kernel_size": p.kernel_size, "stride": p.stride}}
+        request = {"op": "run", "case": case.key, "item": item.python_name, "definition": found.index,
+                   "device": case.device, "seed": case.seed, "plan": plan.to_wire(),
+                   "forbidden": list(item.forbidden_operators)}
         offset = worker.output_size()
         started = time.monotonic()
         try:
-            worker.send(request, {"input": data, "kernel": kernel}, started + time_limit)
+            worker.send(request, inputs, started + time_limit)
             while True:
                 message = worker.receive(started + time_limit, "running a case")
                 if message.get("event") == "result" and message.get("case") == case.key:
@@ -550,33 +698,37 @@ class WorkerSession:
         except ChannelTimeout:
             tail = worker.output_since(offset)
             self._restart_later()
-            return CaseRun(case=case, class_name=class_name, status="timeout",
+            return CaseRun(case=case, item=item.name, status="timeout",
                            message=f"did not finish within {time_limit:g} s",
                            duration_s=time.monotonic() - started, stdout_tail=tail)
         except (WorkerDied, ProtocolError) as exc:
             tail = worker.output_since(offset)
             self._restart_later()
-            return CaseRun(case=case, class_name=class_name, status="crashed",
+            return CaseRun(case=case, item=item.name, status="crashed",
                            message=getattr(exc, "reason", f"protocol error: {exc}"),
                            duration_s=time.monotonic() - started, stdout_tail=tail)
-        run = self._case_run(case, class_name, message, data, kernel,
-                             time.monotonic() - started, worker.output_since(offset))
+        run = _case_run(case, item.name, plan, message, inputs, time.monotonic() - started,
+                        worker.output_since(offset))
         if message.get("restart") is True:
             self._restart_later()  # the CUDA context is lost: the next case gets a new worker
         return run
 
-    def call(self, op: str, request: dict, tensors: dict, time_limit: float, class_name: str) -> dict:
-        """One request of another kind than `run` (a method check, a timing) with the same
-        limits: returns the worker's reply, or {"status": "timeout"|"crashed", "message": ...}."""
-        if self.worker is None or self.worker.process is None:
-            outcome = self.load()
-            if outcome.fatal is not None or outcome.state(class_name) != "class":
-                return {"status": "crashed", "message": "the worker could not be restarted with the class loaded"}
+    def call(self, op: str, request: dict, tensors: dict, time_limit: float, item: ItemSpec) -> dict:
+        """One request of another kind than `run` (a timing) with the same limits: returns the
+        worker's reply, or {"status": "timeout"|"crashed"|"not_run", "message": ...}."""
+        remaining = self.remaining_s()
+        if remaining <= 0:
+            return {"status": "not_run", "message": self.budget_spent_message()}
+        time_limit = min(time_limit, remaining)
+        found = self._ready_for(item)
+        if found is None:
+            return {"status": "crashed", "message": "the worker could not be restarted with the item loaded"}
         worker = self.worker
         token = f"{op}-{time.monotonic_ns()}"
         started = time.monotonic()
         try:
-            worker.send(dict(request, op=op, token=token, **{"class": class_name}), tensors, started + time_limit)
+            worker.send(dict(request, op=op, token=token, item=item.python_name, definition=found.index),
+                        tensors, started + time_limit)
             while True:
                 message = worker.receive(started + time_limit, f"running {op}")
                 if message.get("event") == "reply" and message.get("token") == token:
@@ -590,28 +742,6 @@ class WorkerSession:
         if message.get("restart") is True:
             self._restart_later()
         return message
-
-    @staticmethod
-    def _case_run(case: Case, class_name: str, message: dict, data, kernel, elapsed: float,
-                  tail: str) -> CaseRun:
-        status = message.get("status")
-        if status not in ("returned", "error", "unsupported"):
-            status, text = "crashed", f"malformed result status {status!r}"
-        else:
-            text = _text(message.get("message"), 500)
-        output = message["_tensors"].get("output")
-        duration = message.get("duration_s")
-        return CaseRun(
-            case=case, class_name=class_name, status=status, message=text, output=output,
-            returned_type=_short(message.get("returned_type")),
-            returned_kind=_short(message.get("returned_kind")),
-            output_device=_short(message.get("output_device")),
-            input_mutated=status == "returned" and message.get("input_sha256") != tensor_digest(data),
-            kernel_mutated=status == "returned" and message.get("kernel_sha256") != tensor_digest(kernel),
-            error=ErrorInfo.from_wire(message.get("error")),
-            duration_s=_seconds(duration, elapsed),
-            stdout_tail=tail, operators=_operator_counts(message.get("operators")),
-            forbidden_hits=_forbidden_hits(message.get("forbidden_hits")))
 
     def _restart_later(self) -> None:
         self.restarts += 1
@@ -627,6 +757,46 @@ class WorkerSession:
     def close(self) -> None:
         self._discard_worker()
         reaper.sweep_orphans()
+
+
+def _case_run(case: Case, item: str, plan: Plan, message: dict, inputs: dict, elapsed: float,
+              tail: str) -> CaseRun:
+    status = message.get("status")
+    if status not in ("returned", "error", "unsupported"):
+        status, text = "crashed", f"malformed result status {status!r}"
+    else:
+        text = _text(message.get("message"), 500)
+    tensors = message["_tensors"]
+    described = message.get("outputs") if isinstance(message.get("outputs"), dict) else {}
+    outputs = []
+    if status == "returned":
+        for name in plan.outputs:
+            entry = described.get(name) if isinstance(described.get(name), dict) else {}
+            outputs.append(OutputRun(name=name, tensor=tensors.get(name), returned_type=_short(entry.get("returned_type")),
+                                     returned_kind=_short(entry.get("returned_kind")),
+                                     device=_short(entry.get("device")), message=_text(entry.get("message"), 500)))
+    digests = message.get("digests") if isinstance(message.get("digests"), dict) else {}
+    mutated = ()
+    if status == "returned":
+        mutated = tuple(name for name, tensor in inputs.items()
+                        if name in digests and _digests_differ(digests[name], tensor_digest(tensor)))
+    step = message.get("step")
+    return CaseRun(
+        case=case, item=item, status=status, message=text, outputs=tuple(outputs), mutated=mutated,
+        error=ErrorInfo.from_wire(message.get("error")),
+        error_step=step if _small_int(step) else None,
+        missing_method=_short(message.get("missing_method")),
+        duration_s=_seconds(message.get("duration_s"), elapsed),
+        stdout_tail=tail, operators=_operator_counts(message.get("operators")),
+        forbidden_hits=_forbidden_hits(message.get("forbidden_hits")))
+
+
+def _digests_differ(reported, expected: str) -> bool:
+    """Every copy of the tensor the plan handed out must still hold what the grader sent;
+    anything else the worker says (not a list of digests) counts as a change."""
+    if not isinstance(reported, list) or not reported:
+        return True
+    return any(digest != expected for digest in reported[:50])
 
 
 def _operator_counts(raw) -> tuple[tuple[str, int], ...]:
@@ -673,51 +843,68 @@ def cpu_budget(assignment: Assignment, cases: tuple[Case, ...]) -> float:
     (torch runs one thread in the worker, so CPU time cannot honestly outrun the clock)."""
     limits = assignment.limits
     total = limits.startup_s + limits.load_s
-    for spec in assignment.classes:
+    for spec in assignment.items:
         time_limit = spec.case_s or limits.case_s
-        total += time_limit * sum(1 for case in cases if spec.name in case.classes)
-    return total
+        total += time_limit * sum(1 for case in cases if spec.name in case.items)
+    return min(total, limits.startup_s + limits.submission_s)
 
 
-AfterClass = Callable[["WorkerSession", ClassSpec, tuple[CaseRun, ...]], object]
+AfterItem = Callable[["WorkerSession", ItemSpec, tuple[CaseRun, ...]], object]
 
 
 def run_submission(assignment: Assignment, submission: Submission, cases: tuple[Case, ...],
                    cuda_available: bool, extra_hidden: list[Path],
-                   after_class: tuple[AfterClass, ...] = ()) -> WorkerRun:
-    """Every case of every loaded class, then each `after_class` check with the worker still
-    up (they run more requests: shrinking a failure, checking methods, timing)."""
+                   after_public: tuple[AfterItem, ...] = (), after_hidden: tuple[AfterItem, ...] = (),
+                   on_run: Callable[[CaseRun], CaseRun] | None = None) -> WorkerRun:
+    """Every case of every loaded item: first the public cases of all items, then each
+    `after_public` check per item with the worker still up (shrinking a failure, checking
+    methods, timing), then the hidden cases, then `after_hidden`. Nothing a student sees
+    (public cases' output, checks' messages) can carry what the code saw on a hidden case,
+    because no hidden case has run yet. `on_run` sees each run as it arrives and returns what
+    to keep of it (the grader need not hold every output at once)."""
     needs_cuda = cuda_available and any(c.device == "cuda" for c in cases)
     session = WorkerSession(assignment, submission, needs_cuda, hidden_paths(submission, extra_hidden),
                             cpu_budget(assignment, cases))
     runs: list[CaseRun] = []
     extras: list[tuple[str, object]] = []
-    try:
-        load = session.load()
-        for spec in assignment.classes:
-            class_cases = [c for c in cases if spec.name in c.classes]
-            state = load.state(spec.name)
-            if load.fatal is not None or state != "class":
+    timeouts_in_a_row: dict[str, int] = {}
+
+    def run_cases(spec: ItemSpec, hidden: bool) -> None:
+        time_limit = spec.case_s or assignment.limits.case_s
+        for case in cases:
+            if spec.name not in case.items or case.hidden != hidden:
                 continue
-            time_limit = spec.case_s or assignment.limits.case_s
-            timeouts_in_a_row = 0
-            for case in class_cases:
-                if case.device == "cuda" and not cuda_available:
-                    runs.append(CaseRun(case=case, class_name=spec.name, status="skipped",
-                                        message="CUDA is not available on this machine"))
-                    continue
-                if timeouts_in_a_row >= assignment.limits.consecutive_timeouts:
-                    runs.append(CaseRun(case=case, class_name=spec.name, status="not_run",
-                                        message=f"not run: the class timed out on {timeouts_in_a_row} "
-                                                "cases in a row"))
-                    continue
-                run = session.run_case(case, spec.name, time_limit, spec.forbidden_operators)
-                timeouts_in_a_row = timeouts_in_a_row + 1 if run.status == "timeout" else 0
-                runs.append(run)
-            for check in after_class:
-                found = check(session, spec, tuple(r for r in runs if r.class_name == spec.name))
+            if case.device == "cuda" and not cuda_available:
+                run = CaseRun(case=case, item=spec.name, status="skipped",
+                              message="CUDA is not available on this machine")
+            elif timeouts_in_a_row.get(spec.name, 0) >= assignment.limits.consecutive_timeouts:
+                run = CaseRun(case=case, item=spec.name, status="not_run",
+                              message=f"not run: the item timed out on {timeouts_in_a_row[spec.name]} "
+                                      "cases in a row")
+            else:
+                run = session.run_case(case, spec, time_limit)
+                timeouts_in_a_row[spec.name] = timeouts_in_a_row.get(spec.name, 0) + 1 \
+                    if run.status == "timeout" else 0
+            runs.append(on_run(run) if on_run is not None else run)
+
+    def checks(items: list[ItemSpec], which: tuple[AfterItem, ...]) -> None:
+        for spec in items:
+            for check in which:
+                found = check(session, spec, tuple(r for r in runs if r.item == spec.name))
                 if found is not None:
                     extras.append((spec.name, found))
+
+    try:
+        load = session.load()
+        graded = [] if load.fatal is not None else [
+            spec for spec in assignment.items
+            if resolve_item(load, spec, assignment.task_of(spec).signature).state == "found"]
+        for spec in graded:
+            run_cases(spec, hidden=False)
+        checks(graded, after_public)
+        for spec in graded:
+            run_cases(spec, hidden=True)
+        checks(graded, after_hidden)
     finally:
         session.close()
     return WorkerRun(load=load, runs=tuple(runs), protections=tuple(sorted(session.protections.items())),

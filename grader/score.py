@@ -1,30 +1,32 @@
 """Turn case runs into verdicts and points.
 
-A class's points are split between its case groups by weight; within a group,
+An item's points are split between its case groups by weight; within a group,
 the share earned is the fraction of its counted cases that passed. Skipped
 cases (CUDA on a machine without it) count neither for nor against; an
-unsupported case (padding= or dilation= refused) earns nothing but is reported
-apart from a wrong answer.
+unsupported case (a keyword beyond the course's signature refused) earns nothing
+but is reported apart from a wrong answer. Checks with points (checks.py) take
+their share out of the item's points first.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .cases import Case
-from .compare import Comparison, compare
-from .config import Assignment
-from .methods import MethodCheck, SpeedCheck, lookup
-from .runner import CaseRun, LoadOutcome, WorkerRun
-from .shortcuts import scan_class
+from .checks import CheckResult, results_of
+from .compare import Comparison, judge_run
+from .config import Assignment, ItemSpec
+from .runner import CaseRun, LoadOutcome, WorkerRun, resolve_item
+from .shortcuts import scan_item
 from .submission import Submission
 
 CASE_STATUSES = ("passed", "failed", "error", "timeout", "unsupported", "skipped")
+ITEM_STATUSES = ("graded", "missing", "load_error", "wrong_form")
 
 
 @dataclass(frozen=True)
 class CaseResult:
     case: Case
-    class_name: str
+    item: str
     status: str
     message: str
     comparison: Comparison
@@ -71,19 +73,21 @@ class Violation:
 
 
 @dataclass(frozen=True)
-class ClassReport:
+class ItemReport:
     name: str
-    status: str                 # graded, missing, load_error
+    kind: str                   # class or function
+    python_name: str
+    status: str                 # one of ITEM_STATUSES
     score: float
     max_score: float
     message: str
     violations: tuple[Violation, ...]
     groups: tuple[GroupSummary, ...]
     cases: tuple[CaseResult, ...]
-    likely_causes: tuple = ()          # diagnose.LikelyCause entries, added by the pipeline
+    likely_causes: tuple = ()          # subject.LikelyCause entries, added by the pipeline
     smallest_failure: object = None    # shrink.SmallestFailure, added by the pipeline
-    methods: tuple[MethodCheck, ...] = ()      # the helper methods checked one at a time
-    speed: SpeedCheck | None = None            # timed against torch (classes with speed: true)
+    cause_failures: tuple = ()         # (cause, shrink.SmallestFailure) per cause, added by the pipeline
+    checks: tuple[CheckResult, ...] = ()
 
     def first_failure(self, include_hidden: bool = True) -> CaseResult | None:
         for result in self.cases:
@@ -93,74 +97,81 @@ class ClassReport:
 
 
 def judge(run: CaseRun, assignment: Assignment) -> CaseResult:
-    comparison = compare(run, assignment.tolerance)
-    return CaseResult(case=run.case, class_name=run.class_name, status=comparison.verdict,
+    comparison = judge_run(assignment, assignment.item(run.item), run)
+    return CaseResult(case=run.case, item=run.item, status=comparison.verdict,
                       message=comparison.message, comparison=comparison, run=run)
 
 
-def class_reports(assignment: Assignment, submission: Submission, worker_run: WorkerRun,
-                  cases: tuple[Case, ...]) -> tuple[ClassReport, ...]:
+def item_reports(assignment: Assignment, submission: Submission, worker_run: WorkerRun,
+                 judged: dict[tuple[str, str], CaseResult] | None = None) -> tuple[ItemReport, ...]:
+    """`judged`: results already computed as the runs arrived (keyed by item and case key)."""
     reports = []
-    for spec in assignment.classes:
-        status, message = _class_status(spec.name, worker_run.load, submission)
-        results = tuple(judge(run, assignment) for run in worker_run.runs if run.class_name == spec.name)
+    judged = judged or {}
+    for spec in assignment.items:
+        status, message = _item_status(assignment, spec, worker_run.load, submission)
+        results = tuple(judged.get((spec.name, run.case.key)) or judge(run, assignment)
+                        for run in worker_run.runs if run.item == spec.name)
         groups = _group_summaries(assignment, spec.name, results) if status == "graded" else ()
-        found, speed = lookup(worker_run.extras, spec.name) if status == "graded" else (None, None)
-        methods = found.checks if found is not None else ()
-        score = _class_points(spec.points, groups, methods, speed) if status == "graded" else 0.0
-        violations = _violations(spec.forbidden_operators, results, submission, spec.name, methods) \
-            if status == "graded" else ()
+        checks = results_of(worker_run.extras, spec.name) if status == "graded" else ()
+        score = _item_points(spec.points, groups, checks) if status == "graded" else 0.0
+        violations = _violations(assignment, spec, results, submission, checks) if status == "graded" else ()
         penalized = [v for v in violations if v.penalized]
         if penalized and assignment.violation_penalty == "zero":
             score = 0.0
             message = "scored 0: " + penalized[0].describe()
-        reports.append(ClassReport(name=spec.name, status=status, score=score, max_score=spec.points,
-                                   message=message, violations=violations, groups=groups, cases=results,
-                                   methods=methods, speed=speed))
+        reports.append(ItemReport(name=spec.name, kind=spec.kind, python_name=spec.python_name, status=status,
+                                  score=score, max_score=spec.points, message=message, violations=violations,
+                                  groups=groups, cases=results, checks=checks))
     return tuple(reports)
 
 
-def _violations(forbidden: tuple[str, ...], results: tuple[CaseResult, ...], submission: Submission,
-                class_name: str, methods: tuple[MethodCheck, ...] = ()) -> tuple[Violation, ...]:
+def _violations(assignment: Assignment, spec: ItemSpec, results: tuple[CaseResult, ...], submission: Submission,
+                checks: tuple[CheckResult, ...] = ()) -> tuple[Violation, ...]:
+    forbidden = spec.forbidden_operators
     found: dict[str, Violation] = {}
     for result in results:
         hits = dict(result.run.forbidden_hits)
         for operator, count in result.run.operators:
             if operator in forbidden and count and operator not in found:
                 found[operator] = Violation(operator, "dispatch", "shortcut", hits.get(operator), result.case.id)
-    for check in methods:          # a helper that __call__ never reaches is still checked
+    for check in checks:          # a helper that the item's call never reaches is still checked
         for operator, location, case_id in check.violations:
             if operator in forbidden and operator not in found:
                 found[operator] = Violation(operator, "dispatch", "shortcut", location, case_id)
+    subject = assignment.subject
     static = tuple(Violation(f.name, "static", f.kind, f.location, None)
-                   for f in scan_class(submission, class_name))
+                   for f in scan_item(submission, spec.python_name, subject.forbidden_names,
+                                      subject.functional_only_names))
     # A static finding that the recorder also saw adds nothing but noise, unless it is tampering.
     static = tuple(v for v in static if v.kind == "tampering" or not found)
     return tuple(found.values()) + static
 
 
-def _class_status(name: str, load: LoadOutcome, submission: Submission) -> tuple[str, str]:
+def _item_status(assignment: Assignment, spec: ItemSpec, load: LoadOutcome, submission: Submission) -> tuple[str, str]:
     if load.fatal is not None:
         return "load_error", load.fatal
-    state = load.state(name)
-    if state == "class":
+    found = resolve_item(load, spec, assignment.task_of(spec).signature)
+    if found.state == "found":
         return "graded", ""
+    name = spec.python_name
+    if found.state == "wrong_form":
+        return "wrong_form", found.message
     defining = {u.index for u in submission.units if name in u.defines}
     for failure in load.failures:
         if failure.index in defining:
             where = f"{failure.filename}, line {failure.line}"
             return "load_error", f"its definition failed ({where}): {failure.error.message}"
-    if state == "missing":
+    if found.state == "missing":
         skipped_hint = ""
         if any(name in note.message for note in submission.notes):
             skipped_hint = " (a statement mentioning it was skipped while loading)"
         return "missing", f"no {name} defined in the submission{skipped_hint}"
-    return "load_error", f"{name} is {state}"
+    return "load_error", f"{name} is {found.message}"
 
 
-def _group_summaries(assignment: Assignment, class_name: str,
+def _group_summaries(assignment: Assignment, item_name: str,
                      results: tuple[CaseResult, ...]) -> tuple[GroupSummary, ...]:
-    groups = [(g.name, g.description, g.hidden, g.weight) for g in assignment.groups_for(class_name)]
+    groups = [(g.name, g.description, g.hidden, g.weight) for g in assignment.groups_for(item_name)]
     if any(r.case.group == "custom" for r in results):   # a replay with --params
         groups.append(("custom", "cases given with --params", False, 1.0))
     summaries = []
@@ -172,16 +183,12 @@ def _group_summaries(assignment: Assignment, class_name: str,
     return tuple(summaries)
 
 
-def _class_points(points: float, groups: tuple[GroupSummary, ...], methods: tuple[MethodCheck, ...],
-                  speed: SpeedCheck | None) -> float:
-    """The case groups share what the checked methods and the speed check do not take: a
-    method's points are earned by the fraction of its cases it passed, speed points when the
-    class is vectorized. Points of a check that did not run (no reference) go to the groups."""
-    carved = sum(m.points for m in methods if m.status != "not_run")
-    earned = sum(m.score for m in methods)
-    if speed is not None and speed.status != "not_run":
-        carved += speed.points
-        earned += speed.score
+def _item_points(points: float, groups: tuple[GroupSummary, ...], checks: tuple[CheckResult, ...]) -> float:
+    """The case groups share what the checks do not take: a method check's points are earned
+    by the fraction of its cases it passed, the speed check's when the item is vectorized.
+    Points of a check that did not run (no reference) go to the groups."""
+    carved = sum(c.points for c in checks if c.status != "not_run")
+    earned = sum(c.score for c in checks)
     return round(_points(max(points - carved, 0.0), groups) + earned, 4)
 
 

@@ -1,9 +1,11 @@
-"""Static half of shortcut detection: read a class's source for forbidden calls.
+"""Static half of shortcut detection: read an item's source for forbidden calls.
 
 The dispatch-level recorder in the worker is the primary check (it sees the
 aten operator however it was reached); this scan backs it up for code that
 tries to switch the recorder off, and names the line even when a case never
-reached the shortcut.
+reached the shortcut. Which names are the library's implementation is the
+assignment's to say (its subject's `forbidden_names`); tampering is the same
+for every assignment.
 """
 from __future__ import annotations
 
@@ -12,11 +14,6 @@ from dataclasses import dataclass
 
 from .submission import Submission
 
-# Attribute or imported names that are a convolution or an im2col by themselves.
-FORBIDDEN_NAMES = {"conv2d", "Conv2d", "convolution", "_convolution", "im2col", "Unfold", "LazyConv2d",
-                   "conv2d_input", "conv2d_weight"}
-# `unfold` is legitimate on a tensor (sliding windows) and forbidden from torch.nn.functional.
-FUNCTIONAL_ONLY = {"unfold", "fold"}
 FUNCTIONAL_MODULES = {"F", "functional"}
 # Names whose only use in a submission is switching the operator recorder off.
 TAMPERING_NAMES = {"_python_dispatch", "_pop_mode", "_push_mode", "_unset_dispatch_mode",
@@ -38,16 +35,20 @@ class StaticFinding:
     location: str      # "cell 5, line 12: <code>"
 
 
-def scan_class(submission: Submission, class_name: str) -> tuple[StaticFinding, ...]:
-    """Findings in the class's own source and in the submission's functions it uses."""
-    sources = _reachable_sources(submission, class_name)
-    aliases = _forbidden_aliases(submission)
+def scan_item(submission: Submission, name: str, forbidden: frozenset[str] = frozenset(),
+              functional_only: frozenset[str] = frozenset()) -> tuple[StaticFinding, ...]:
+    """Findings in the item's own source and in the submission's functions it uses.
+    `forbidden`: attribute or imported names that are the library's implementation by
+    themselves; `functional_only`: names forbidden only from the functional modules (a
+    method of the same name on a tensor is legitimate)."""
+    sources = _reachable_sources(submission, name)
+    aliases = _forbidden_aliases(submission, forbidden, functional_only)
     findings: list[StaticFinding] = []
     seen = set()
     for unit, tree in sources:
         lines = unit.source.splitlines()
         for node in ast.walk(tree):
-            found = _classify(node, aliases)
+            found = _classify(node, aliases, forbidden, functional_only)
             if found is None:
                 continue
             name, kind = found
@@ -60,10 +61,11 @@ def scan_class(submission: Submission, class_name: str) -> tuple[StaticFinding, 
     return tuple(findings)
 
 
-def _classify(node: ast.AST, aliases: set[str]) -> tuple[str, str] | None:
+def _classify(node: ast.AST, aliases: set[str], forbidden: frozenset[str],
+              functional_only: frozenset[str]) -> tuple[str, str] | None:
     if isinstance(node, ast.Attribute):
         if isinstance(node.value, ast.Name) and node.value.id == "self":
-            return None  # the student's own attribute (self.conv2d), not torch's
+            return None  # the student's own attribute (self.<name>), not torch's
         if node.attr in TAMPERING_NAMES:
             return node.attr, "tampering"
         if isinstance(node.value, ast.Name) and node.value.id in ("os", "_thread") \
@@ -71,9 +73,9 @@ def _classify(node: ast.AST, aliases: set[str]) -> tuple[str, str] | None:
             return ast.unparse(node), "tampering"
         if isinstance(node.value, ast.Name) and node.value.id in CONCURRENCY_MODULES:
             return ast.unparse(node), "tampering"
-        if node.attr in FORBIDDEN_NAMES:
+        if node.attr in forbidden:
             return ast.unparse(node), "shortcut"
-        if node.attr in FUNCTIONAL_ONLY and _is_functional(node.value):
+        if node.attr in functional_only and _is_functional(node.value):
             return ast.unparse(node), "shortcut"
     elif isinstance(node, ast.Name):
         if node.id in aliases:
@@ -89,7 +91,7 @@ def _classify(node: ast.AST, aliases: set[str]) -> tuple[str, str] | None:
     elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr" \
             and len(node.args) >= 2:
         attribute = _constant_string(node.args[1])
-        if attribute in FORBIDDEN_NAMES:
+        if attribute in forbidden:
             return f"getattr(..., {attribute!r})", "shortcut"
         if attribute in TAMPERING_NAMES:
             return f"getattr(..., {attribute!r})", "tampering"
@@ -121,8 +123,9 @@ def _constant_string(node: ast.AST) -> str | None:
     return None
 
 
-def _forbidden_aliases(submission: Submission) -> set[str]:
-    """Names bound by `from torch.nn.functional import conv2d as c` and the like."""
+def _forbidden_aliases(submission: Submission, forbidden: frozenset[str],
+                       functional_only: frozenset[str]) -> set[str]:
+    """Names bound by importing a forbidden name from torch under any alias."""
     aliases = set()
     for unit in submission.units:
         try:
@@ -133,7 +136,7 @@ def _forbidden_aliases(submission: Submission) -> set[str]:
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torch"):
                 for alias in node.names:
                     functional = (node.module or "").endswith("functional")
-                    if alias.name in FORBIDDEN_NAMES or (functional and alias.name in FUNCTIONAL_ONLY):
+                    if alias.name in forbidden or (functional and alias.name in functional_only):
                         aliases.add(alias.asname or alias.name)
     return aliases
 
@@ -141,7 +144,7 @@ def _forbidden_aliases(submission: Submission) -> set[str]:
 def _reachable_sources(submission: Submission, class_name: str):
     """The class's defining unit, plus the units defining the global names it uses
     (transitively): helper functions, base classes and the imports they rely on. Plain
-    assignments are not followed: a test line `out = nn.Conv2d(...)(x)` outside the class
+    assignments are not followed: a test line `out = nn.SomeLayer(...)(x)` outside the class
     says nothing about the class, even when the class has a local called `out`."""
     by_name = {}
     for unit in submission.units:

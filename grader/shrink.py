@@ -1,27 +1,29 @@
 """The smallest failing case: shrink a failure until no smaller input still fails.
 
-A student learns more from "fails on a 1x1x4x3 input with a 3x3 kernel" than from the
-first of forty failures. Starting from the smallest failing case (public ones first),
-each parameter is reduced one step at a time (batch, channels, kernel, stride, padding,
-dilation, height, width), keeping a step whenever the class still fails, until no step
-does or the try budget is spent. The result is a case with explicit parameters that
+A student learns more from "fails on a 1x1x4x3 input" than from the first of forty
+failures. Starting from the smallest failing case (public ones first), each step tries
+the assignment's one-step-smaller neighbours of the parameters (its subject's
+`smaller`), keeping a step whenever the item still fails, until no step does or the try
+budget is spent. The search knows no parameter: it sees parameters, a way to make them
+smaller, and a "still fails?" run. The result is a case with explicit parameters that
 `grade SUBMISSION --params ...` replays exactly.
 """
 from __future__ import annotations
 
 import hashlib
 import shlex
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Callable
 
-from .cases import Case, CaseParams, case_seed
-from .compare import Comparison, compare
-from .config import Assignment, ClassSpec
+from .cases import Case, case_seed
+from .compare import Comparison, judge_run
+from .config import Assignment, ItemSpec
 from .errors import UsageError
+from .params import Params, format_params
 from .runner import CaseRun, WorkerSession
 
 MAX_TRIES = 30
-PARAM_ORDER = ("batch", "in_channels", "out_channels", "height", "width", "kernel_size", "stride",
-               "padding", "dilation", "dtype")
+FAILING = ("failed", "error")
 
 
 @dataclass(frozen=True)
@@ -34,95 +36,99 @@ class SmallestFailure:
     replay: str
 
 
-def format_params(params: CaseParams) -> str:
-    return ",".join(f"{name}={getattr(params, name)}" for name in PARAM_ORDER)
-
-
-def parse_params(text: str) -> CaseParams:
-    """`batch=1,in_channels=2,...` (every parameter) -> CaseParams, for --params."""
+def parse_params(text: str, assignment: Assignment, item_names: tuple[str, ...] | None = None) -> Params:
+    """`name=value,...` (every parameter the items use) -> Params, for --params."""
+    space = assignment.subject.space
+    wanted = params_of_items(assignment, item_names)
     values = {}
     for part in text.split(","):
         name, _, value = part.partition("=")
         name = name.strip()
-        if name not in PARAM_ORDER:
-            raise UsageError(f"--params: unknown parameter {name!r} (expected {', '.join(PARAM_ORDER)})")
-        if name == "dtype":
-            if value not in ("float32", "float64"):
-                raise UsageError("--params: dtype is float32 or float64")
-            values[name] = value
-        else:
-            try:
-                values[name] = int(value)
-            except ValueError:
-                raise UsageError(f"--params: {name} must be an integer") from None
-    missing = [name for name in PARAM_ORDER if name not in values]
+        if name not in wanted:
+            raise UsageError(f"--params: unknown parameter {name!r} (expected {', '.join(wanted)})")
+        try:
+            values[name] = space[name].parse_text(value.strip())
+        except ValueError as exc:
+            raise UsageError(f"--params: {name}: {exc}") from None
+    missing = [name for name in wanted if name not in values]
     if missing:
         raise UsageError(f"--params: missing {', '.join(missing)}")
-    params = CaseParams(**values)
-    if min(values[n] for n in PARAM_ORDER if n not in ("dtype", "padding")) < 1 or params.padding < 0 \
-            or params.output_height < 1 or params.output_width < 1:
-        raise UsageError("--params: these parameters give no output")
+    params = Params.of(values, wanted)
+    if not assignment.subject.accept(params, {}):
+        raise UsageError("--params: these parameters make no case")
     return params
 
 
-def custom_case(params: CaseParams, device: str, seed: int, classes: tuple[str, ...]) -> Case:
+def params_of_items(assignment: Assignment, item_names: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The parameters the items' tasks use (all items when none are named), in the subject's order."""
+    items = [assignment.item(n) for n in item_names] if item_names else list(assignment.items)
+    wanted = set()
+    for item in items:
+        task = assignment.task_of(item)
+        wanted.update(task.parameters if task.parameters is not None else assignment.subject.space)
+    return tuple(name for name in assignment.subject.space if name in wanted)
+
+
+def items_for_params(assignment: Assignment, params: Params) -> tuple[str, ...]:
+    """The items whose task takes exactly these parameters."""
+    return tuple(item.name for item in assignment.items if params_of_items(assignment, (item.name,)) == tuple(params))
+
+
+def custom_case(assignment: Assignment, params: Params, device: str, seed: int, items: tuple[str, ...]) -> Case:
     """A case outside the config's groups, named and seeded by its parameters alone."""
-    case_id = "custom-" + hashlib.sha256(format_params(params).encode()).hexdigest()[:6]
+    text = format_params(params, assignment.subject.space)
+    case_id = "custom-" + hashlib.sha256(text.encode()).hexdigest()[:6]
     return Case(id=case_id, group="custom", params=params, device=device, seed=case_seed(seed, case_id),
-                hidden=False, inputs="random", classes=classes)
+                hidden=False, inputs="random", items=items)
 
 
-def smaller_neighbours(params: CaseParams) -> list[CaseParams]:
-    steps = []
-    for name, target in (("batch", 1), ("out_channels", 1), ("in_channels", 1)):
-        if getattr(params, name) > target:
-            steps.append(replace(params, **{name: target}))
-            if getattr(params, name) > target + 1:
-                steps.append(replace(params, **{name: getattr(params, name) - 1}))
-    for name, floor in (("kernel_size", 1), ("stride", 1), ("padding", 0), ("dilation", 1)):
-        if getattr(params, name) > floor:
-            steps.append(replace(params, **{name: getattr(params, name) - 1}))
-    for name in ("height", "width"):
-        value = getattr(params, name)
-        for smaller in sorted({value // 2, value - 1}, reverse=True):
-            if 1 <= smaller < value:
-                steps.append(replace(params, **{name: smaller}))
-    return [p for p in steps if p.output_height >= 1 and p.output_width >= 1]
+def smallest_failure_check(assignment: Assignment, seed: int, submission_path: str,
+                           judged: Callable[[CaseRun], Comparison] | None = None):
+    """The after-item check for runner.run_submission. It is given to both phases: after the
+    public cases it starts from a public failure; after the hidden ones only for an item that
+    failed no public case. `judged`: a graded case's comparison as it was judged when it
+    arrived (the stored run may no longer hold its output)."""
+    done: set[str] = set()
+    if judged is None:
+        def judged(run: CaseRun) -> Comparison:
+            return judge_run(assignment, assignment.item(run.item), run)
+    subject = assignment.subject
+    needs_item = len({params_of_items(assignment, (i.name,)) for i in assignment.items}) > 1
 
-
-def smallest_failure_check(assignment: Assignment, seed: int, submission_path: str):
-    """The after-class check for runner.run_submission."""
-    def is_failure(run: CaseRun) -> bool:
-        return compare(run, assignment.tolerance).verdict in ("failed", "error")
-
-    def check(session: WorkerSession, spec: ClassSpec, runs: tuple[CaseRun, ...]) -> SmallestFailure | None:
-        failing = [r for r in runs if r.case.group != "custom" and is_failure(r)]
+    def check(session: WorkerSession, spec: ItemSpec, runs: tuple[CaseRun, ...]) -> SmallestFailure | None:
+        if spec.name in done:
+            return None
+        failing = [r for r in runs if r.case.group != "custom" and judged(r).verdict in FAILING]
         if not failing:
             return None
-        start = min(failing, key=lambda r: (r.case.hidden, r.case.params.elements, r.case.id, r.case.device))
+        done.add(spec.name)
+        start = min(failing, key=lambda r: (r.case.hidden, subject.size(r.case.params), r.case.id, r.case.device))
         params, best, tries = start.case.params, start, 0
         time_limit = spec.case_s or assignment.limits.case_s
         improved = True
         while improved and tries < MAX_TRIES:
             improved = False
-            for candidate in smaller_neighbours(params):
+            for candidate in subject.smaller(params):
                 if tries >= MAX_TRIES:
                     break
-                case = custom_case(candidate, start.case.device, seed, (spec.name,))
-                run = session.run_case(case, spec.name, time_limit, spec.forbidden_operators)
+                case = custom_case(assignment, candidate, start.case.device, seed, (spec.name,))
+                run = session.run_case(case, spec, time_limit)
                 tries += 1
-                if run.status == "timeout":
+                if run.status in ("timeout", "not_run"):
                     improved = False
                     break
-                if is_failure(run):
+                if judge_run(assignment, spec, run).verdict in FAILING:
                     params, best, improved = candidate, run, True
                     break
+        item_flag = f" --item {spec.name}" if needs_item else ""
         if best.case.group == "custom":
-            replay = (f"grade {shlex.quote(submission_path)} --params {format_params(params)} "
-                      f"--device {start.case.device} --seed {seed}")
+            replay = (f"grade {shlex.quote(submission_path)}{item_flag} --params "
+                      f"{format_params(params, subject.space)} --device {start.case.device} --seed {seed}")
         else:  # nothing smaller fails: the graded case itself is the smallest
-            replay = f"grade {shlex.quote(submission_path)} --case {best.case.id} --device {start.case.device} --seed {seed}"
-        return SmallestFailure(case=best.case, run=best, comparison=compare(best, assignment.tolerance),
+            replay = (f"grade {shlex.quote(submission_path)}{item_flag} --case {best.case.id} "
+                      f"--device {start.case.device} --seed {seed}")
+        comparison = judge_run(assignment, spec, best) if best.case.group == "custom" else judged(best)
+        return SmallestFailure(case=best.case, run=best.without_tensors(), comparison=comparison,
                                started_from=start.case.id, tries=tries, replay=replay)
 
     return check

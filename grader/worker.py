@@ -2,13 +2,15 @@
 
 Started by runner.py with a sandbox spec; it confines itself, imports torch,
 then answers requests on two pipes: `load` (run the scaffold and the kept
-definitions), `run` (grade one case: construct, set_kernel, call) and `exit`.
-It never sees an expected output: it returns what the student's code produced,
-as plain tensor data, and the grader decides.
+definitions), `run` (one case: run its call plan, grader/plan.py, against the
+graded item), `time` (the item against a trusted baseline) and `exit`. It knows
+no assignment and never sees an expected output: it returns what the student's
+code produced, as plain tensor data, and the grader decides.
 """
 from __future__ import annotations
 
 import builtins
+import gc
 import inspect
 import json
 import linecache
@@ -20,6 +22,8 @@ import time
 import traceback
 
 TRACEBACK_LIMIT = 1500
+# Bound before any submission code runs, so the timing loop cannot be patched.
+_perf_counter = time.perf_counter
 # What each rlimit is, for messages ("memory limit: 4096 MB"); set from the spec at start-up.
 _LIMITS: dict = {}
 
@@ -52,8 +56,11 @@ def serve(spec: dict) -> None:
     channel = Channel(spec["request_fd"], spec["response_fd"])
     if spec.get("cuda"):
         torch.zeros(1, device="cuda").sum().item()  # pay CUDA's start-up before any case's clock
-    channel.send({"event": "ready", "pid": os.getpid(), "protections": protections})
     worker = Worker(channel)
+    # Everything alive now is the grader's and torch's: frozen out of the collector's sight,
+    # a full collection after each case (see PlanRun.release) costs microseconds, not 40 ms.
+    gc.freeze()
+    channel.send({"event": "ready", "pid": os.getpid(), "protections": protections})
     while True:
         header, tensors = channel.receive()
         op = header.get("op")
@@ -74,17 +81,17 @@ class Worker:
         self.channel = channel
         self.namespace: dict = {}
         self.filenames: set[str] = set()
-        # Imported before any submission code runs: it binds torch's conv2d for the speed check.
-        from grader import worker_checks
-        self._checks = worker_checks
+        # Every object each tracked name was bound to while loading, in order, so an item can
+        # be graded on the definition that has its signature even when a later one of another
+        # form (the same name, other parameters) won.
+        self.definitions: dict[str, list] = {}
+        self.trusted: dict[str, object] = {}
 
     @property
     def extra_ops(self) -> dict:
         """Requests beyond load and run; each handler takes (request, tensors) and returns
         (reply fields, reply tensors)."""
-        checks = self._checks
-        return {"methods": lambda request, tensors: checks.methods(self, request, tensors),
-                "speed": lambda request, tensors: checks.speed(self, request, tensors)}
+        return {"time": self.time}
 
     def reply(self, request: dict, tensors: dict, handler) -> None:
         response, out = {"event": "reply", "token": request.get("token")}, None
@@ -99,8 +106,19 @@ class Worker:
         self.channel.send(response, out)
 
     def load(self, request: dict) -> None:
+        # Trusted callables are looked up before any submission code runs, so a submission
+        # that replaces one (to slow down the baseline it is timed against) changes nothing.
+        self.trusted = {}
+        for path in request.get("trusted", []):
+            try:
+                self.trusted[path] = _resolve_dotted(path)
+            except Exception:
+                pass
         self.namespace = {"__name__": "submission", "__builtins__": builtins}
+        tracked = list(request.get("track", []))
+        self.definitions = {name: [] for name in tracked}
         exec(compile(request["scaffold"], request["scaffold_name"], "exec"), self.namespace)
+        self._note_definitions(None)
         skip = set(request.get("skip_units", []))
         for unit in request["units"]:
             if unit["index"] in skip:
@@ -108,14 +126,19 @@ class Worker:
             self._remember_source(unit)
             self.channel.send({"event": "unit_start", "index": unit["index"]})
             error = self._run_unit(unit, request["statement_s"])
+            self._note_definitions(unit["index"])
             _flush_output()
             self.channel.send({"event": "unit_done", "index": unit["index"], "error": error})
-        classes = {}
-        for name in request["classes"]:
-            value = self.namespace.get(name)
-            classes[name] = "missing" if value is None else ("class" if isinstance(value, type) else
-                                                              f"not a class ({type(value).__name__})")
-        self.channel.send({"event": "loaded", "classes": classes})
+        definitions = {name: [_definition_summary(value, unit) for value, unit in found]
+                       for name, found in self.definitions.items()}
+        gc.freeze()
+        self.channel.send({"event": "loaded", "definitions": definitions})
+
+    def _note_definitions(self, unit_index) -> None:
+        for name, found in self.definitions.items():
+            value = self.namespace.get(name, _ABSENT)
+            if value is not _ABSENT and (not found or found[-1][0] is not value):
+                found.append((value, unit_index))
 
     def _remember_source(self, unit: dict) -> None:
         # So tracebacks quote the student's line, as they would in Jupyter.
@@ -148,73 +171,162 @@ class Worker:
             signal.signal(signal.SIGALRM, previous)
 
     def run(self, request: dict, tensors: dict) -> None:
-        import torch
-
-        response = {"event": "result", "case": request["case"], "class": request["class"]}
+        response = {"event": "result", "case": request["case"], "item": request["item"]}
+        out = {}
         try:
-            response.update(self._run_case(request, tensors))
+            fields, out = self._run_case(request, tensors)
+            response.update(fields)
         except BaseException as exc:
             response.update(status="error", error=self._describe(exc))
         if request.get("device") == "cuda" and response.get("status") == "error":
             response["restart"] = _cuda_context_lost(response.get("error") or {})
         _flush_output()
-        self.channel.send({k: v for k, v in response.items() if k != "output"},
-                          {"output": response["output"]} if "output" in response else None)
-        del torch
+        self.channel.send(response, out or None)
 
-    def _run_case(self, request: dict, tensors: dict) -> dict:
+    def _item(self, request: dict):
+        found = self.definitions.get(request["item"]) or []
+        index = request.get("definition", -1)
+        if not isinstance(index, int) or not -len(found) <= index < len(found):
+            raise LookupError(f"no definition {index} of {request['item']}")
+        return found[index][0]
+
+    def _run_case(self, request: dict, tensors: dict) -> tuple[dict, dict]:
+        """Run the request's plan inside the operator recorder; copy what it returned, and
+        digest the inputs it was handed, before anything of the student's runs unrecorded."""
         import torch
 
-        cls = self.namespace.get(request["class"])
-        params = request["params"]
+        item = self._item(request)
         device = request["device"]
         _seed_everything(request["seed"])
         if device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
-        data = tensors["input"].to(device)
-        kernel = tensors["kernel"].to(device)
-        args = (params["in_channels"], params["out_channels"], params["kernel_size"], params["stride"])
-        keywords = request["keywords"]
-        if keywords and not _accepts(cls, args, keywords):
-            return {"status": "unsupported",
-                    "message": f"the constructor does not accept {', '.join(keywords)}="}
+        plan = request["plan"]
+        refused = _refused_keywords(item, plan)
+        if refused is not None:
+            return {"status": "unsupported", "message": refused}, {}
+        run = PlanRun(item, {name: t.to(device) for name, t in tensors.items()}, self.trusted)
         recorder = OperatorRecorder(request.get("forbidden", ()), self.filenames)
         started = time.perf_counter()
+        outputs: dict = {}
         try:
             with recorder:
                 try:
-                    layer = cls(*args, **keywords)
-                except TypeError as exc:
-                    if keywords and "keyword" in str(exc):
-                        return {"status": "unsupported",
-                                "message": f"the constructor rejects {', '.join(keywords)}=: {exc}"}
-                    raise
-                layer.set_kernel(kernel)
-                result = layer(data)
-                if device == "cuda":
-                    torch.cuda.synchronize()
+                    run.execute(plan, outputs)
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                except _Unsupported as exc:
+                    return {"status": "unsupported", "message": str(exc)}, {}
+                duration = time.perf_counter() - started
+                fields, out = self._outputs(outputs)
+                fields["digests"] = run.digests()
+                run.release()
+                outputs.clear()
         except BaseException as exc:
-            return {"status": "error", "error": self._describe(exc), **recorder.summary()}
-        duration = time.perf_counter() - started
-        response = {"status": "returned", "duration_s": duration, **recorder.summary(),
-                    "returned_type": _type_name(result), "returned_kind": _kind(result),
-                    "input_sha256": _digest(data), "kernel_sha256": _digest(kernel)}
+            fields = {"status": "error", "error": self._describe(exc), "step": run.step,
+                      **recorder.summary()}
+            if run.missing_method is not None:
+                fields["missing_method"] = run.missing_method
+            return fields, {}
+        return {"status": "returned", "duration_s": duration, **recorder.summary(), **fields}, out
+
+    def _outputs(self, outputs: dict) -> tuple[dict, dict]:
+        """Each output's type and plain data (copied: the student's tensor may change later),
+        within one size budget for the whole reply."""
+        meta, out, budget = {}, {}, _max_output_bytes
+        for name, result in outputs.items():
+            entry = {"returned_type": _type_name(result), "returned_kind": _kind(result)}
+            try:
+                data, data_device = _plain_data(result)
+            except Exception as exc:
+                entry.update(error=self._describe(exc), message="the returned value's data could not be read")
+                meta[name] = entry
+                continue
+            if data is not None and data.dtype not in _wire_dtypes:
+                entry["message"] = f"returned a tensor of dtype {data.dtype}, which cannot be graded"
+            elif data is not None:
+                size = data.numel() * data.element_size()
+                if size > budget:
+                    entry["message"] = (f"output has {data.numel()} elements ({size >> 20} MB, more than "
+                                        f"the {budget >> 20} MB the grader reads); not graded")
+                else:
+                    budget -= size
+                    out[name] = data
+                    entry["device"] = data_device
+            meta[name] = entry
+        return {"outputs": meta}, out
+
+    def time(self, request: dict, tensors: dict) -> tuple[dict, None]:
+        """Operators dispatched by each of request["count"] ((setup, counted) plan pairs: only the
+        second is counted), then the
+        student's call and the baseline's timed in turn (after one warm-up call each) until
+        request["repeats"] pairs, or fewer once request["budget_s"] seconds have gone by since
+        the request began (a slow item is timed once, by its warm-up call, or not at all)."""
+        import torch
+
+        started = _perf_counter()
+        budget = request["budget_s"]
+        item = self._item(request)
+        device = request["device"]
+        _seed_everything(request["seed"])
+        on = {name: tensor.to(device) for name, tensor in tensors.items()}
+
+        def sync():
+            if device == "cuda":
+                torch.cuda.synchronize()
+
+        fields = {"status": "ok"}
+        counts = []
         try:
-            output, output_device = _plain_data(result)
-        except Exception as exc:
-            return {**response, "status": "error", "error": self._describe(exc),
-                    "message": "the returned value's data could not be read"}
-        if output is not None and output.dtype not in _wire_dtypes:
-            response["message"] = f"returned a tensor of dtype {output.dtype}, which cannot be graded"
-        elif output is not None:
-            size = output.numel() * output.element_size()
-            if size > _max_output_bytes:
-                response["message"] = (f"output has {output.numel()} elements ({size >> 20} MB, more than "
-                                       f"the {_max_output_bytes >> 20} MB the grader reads); not graded")
-            else:
-                response["output"], response["output_device"] = output, output_device
-        return response
+            for setup, counted in request["count"]:
+                run = PlanRun(item, {name: t.clone() for name, t in on.items()}, self.trusted)
+                run.execute(setup, {})
+                recorder = OperatorRecorder(request.get("forbidden", ()), self.filenames)
+                with recorder:
+                    run.execute(counted, {})
+                    sync()
+                counts.append(sum(recorder.counts.values()))
+            fields["operators"] = counts
+        except BaseException as exc:
+            fields["count_error"] = self._describe(exc)
+        student, baseline = [], []
+        try:
+            if _perf_counter() - started > budget:
+                fields["time_skipped"] = True
+                raise _Skip()
+            run = PlanRun(item, {name: t.clone() for name, t in on.items()}, self.trusted)
+            run.execute(request["setup"], {})
+            call_student = run.prepare(request["student"])
+            call_baseline = run.prepare(request["baseline"])
+            first = _perf_counter()
+            call_student()                     # warm-up: first-call costs are not the item's speed
+            sync()
+            second = _perf_counter()
+            call_baseline()
+            sync()
+            warm_up = (second - first, _perf_counter() - second)
+            repeats = min(int(request["repeats"]), MAX_TIMING_REPEATS)
+            while len(student) < repeats and _perf_counter() - started < budget:
+                first = _perf_counter()
+                call_student()
+                sync()
+                second = _perf_counter()
+                call_baseline()
+                sync()
+                third = _perf_counter()
+                student.append(second - first)
+                baseline.append(third - second)
+            if not student:                     # out of time after the warm-up: it is the one sample
+                student, baseline = [warm_up[0]], [warm_up[1]]
+        except _Skip:
+            pass
+        except BaseException as exc:
+            fields["time_error"] = self._describe(exc)
+        fields.update(student_s=student, baseline_s=baseline)
+        if device == "cuda":
+            fields["restart"] = any(_cuda_context_lost(e) for e in (fields.get("count_error"),
+                                                                    fields.get("time_error")) if e)
+        return fields, None
 
     def _describe(self, exc: BaseException) -> dict:
         frames = traceback.extract_tb(exc.__traceback__)
@@ -231,9 +343,156 @@ class Worker:
                 "traceback": formatted[-TRACEBACK_LIMIT:]}
 
 
+MAX_TIMING_REPEATS = 15
+_ABSENT = object()
+
+
+class _Skip(Exception):
+    pass
+
+
+class _Unsupported(Exception):
+    """The item refused a keyword beyond the course's signature."""
+
+
+class PlanRun:
+    """One execution of a call plan (grader/plan.py) against one item: the tensors it was
+    handed, what its steps bound, and where it stopped."""
+
+    def __init__(self, item, tensors: dict, trusted: dict):
+        self.item = item
+        self.tensors = tensors
+        self.trusted = trusted
+        self.bound: dict = {}
+        self.handed: list = []          # (name, tensor) given to the student's code
+        self.step = None
+        self.missing_method = None
+
+    def execute(self, plan: list, outputs: dict) -> None:
+        for index, step in enumerate(plan):
+            self.step = index
+            value = self._step(step)
+            if step.get("bind"):
+                self.bound[step["bind"]] = value
+            if step.get("output"):
+                outputs[step["output"]] = value
+        self.step = None
+
+    def prepare(self, plan: list):
+        """A plan of one call, resolved once, as a function to call repeatedly (timing)."""
+        (step,) = plan
+        function = self._callee(step)
+        args, kwargs = self._arguments(step)
+        return lambda: function(*args, **kwargs)
+
+    def _step(self, step: dict):
+        if step["op"] == "new":
+            args, kwargs = self._arguments(step)
+            optional = {k: self._arg(v) for k, v in step.get("optional_kwargs", {}).items()}
+            try:
+                return self.item(*args, **kwargs, **optional)
+            except TypeError as exc:
+                if optional and "keyword" in str(exc):
+                    raise _Unsupported(f"the constructor rejects {', '.join(optional)}=: {exc}") from None
+                raise
+        function = self._callee(step)
+        args, kwargs = self._arguments(step)
+        return function(*args, **kwargs)
+
+    def _callee(self, step: dict):
+        target = step.get("target")
+        if isinstance(target, dict):
+            return self.trusted[target["trusted"]]
+        owner = self.item if target == "@item" else self.bound[target]
+        method = step.get("method")
+        if method is None:
+            return owner
+        function = getattr(owner, method, None)
+        if not callable(function):
+            self.missing_method = method
+            raise AttributeError(f"{type(owner).__name__} has no method {method}")
+        return function
+
+    def _arguments(self, step: dict) -> tuple[list, dict]:
+        return ([self._arg(a) for a in step.get("args", [])],
+                {k: self._arg(v) for k, v in step.get("kwargs", {}).items()})
+
+    def _arg(self, tagged: list):
+        tag = tagged[0]
+        if tag == "value":
+            return tagged[1]
+        if tag == "ref":
+            return self.bound[tagged[1]]
+        if tag == "list":
+            values = [self._arg(v) for v in tagged[1]]
+            return tuple(values) if tagged[2] else values
+        name, noncontiguous = tagged[1], tagged[2]
+        tensor = self.tensors[name]
+        if noncontiguous:
+            import torch
+            # Same values, memory not contiguous: every other element of a buffer twice the size.
+            spread = torch.empty((*tensor.shape, 2), dtype=tensor.dtype, device=tensor.device)
+            tensor = spread[..., 0]
+            tensor.copy_(self.tensors[name])
+        self.handed.append((name, tensor))
+        return tensor
+
+    def digests(self) -> dict:
+        found: dict = {}
+        for name, tensor in self.handed:
+            found.setdefault(name, []).append(_digest(tensor))
+        return found
+
+    def release(self) -> None:
+        """Drop every reference to the student's objects while still recording, so that a
+        finalizer (`__del__`) runs where the recorder sees it."""
+        self.bound.clear()
+        self.handed.clear()
+        self.item = None
+        gc.collect()
+
+
+def _refused_keywords(item, plan: list) -> str | None:
+    """Keywords beyond the course's signature that the item's constructor cannot take."""
+    for step in plan:
+        if step["op"] == "new" and step.get("optional_kwargs"):
+            keywords = step["optional_kwargs"]
+            if not _accepts(item, len(step.get("args", [])), {**step.get("kwargs", {}), **keywords}):
+                return f"the constructor does not accept {', '.join(keywords)}="
+    return None
+
+
+def _definition_summary(value, unit) -> dict:
+    kind = "class" if isinstance(value, type) else ("function" if callable(value) else "other")
+    summary = {"unit": unit, "kind": kind, "type": _type_name(value), "signature": None}
+    if kind == "other":
+        return summary
+    try:
+        parameters = list(inspect.signature(value).parameters.values())
+    except (TypeError, ValueError):
+        return summary
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    summary["signature"] = {
+        "names": [p.name for p in parameters][:20],
+        "required": sum(1 for p in positional if p.default is p.empty),
+        "positional": None if any(p.kind == p.VAR_POSITIONAL for p in parameters) else len(positional),
+    }
+    return summary
+
+
+def _resolve_dotted(path: str):
+    import importlib
+
+    parts = path.split(".")
+    value = importlib.import_module(parts[0])
+    for part in parts[1:]:
+        value = getattr(value, part)
+    return value
+
+
 def OperatorRecorder(forbidden, filenames):
     """A dispatch mode that counts every aten operator the student's code reaches, whatever
-    Python name reached it (F.conv2d, getattr(torch, "con" + "v2d"), nn.Conv2d all end in
+    Python name reached it (a functional call, getattr with a built-up name and a module all end in
     aten.convolution), and remembers the student's line for forbidden ones."""
     from collections import Counter
 
@@ -271,9 +530,9 @@ def _student_line(filenames) -> str | None:
     return None
 
 
-def _accepts(cls, args: tuple, keywords: dict) -> bool:
+def _accepts(cls, positional: int, keywords: dict) -> bool:
     try:
-        inspect.signature(cls).bind(*args, **keywords)
+        inspect.signature(cls).bind(*([None] * positional), **keywords)
     except TypeError:
         return False
     except ValueError:  # no signature to inspect: let the call decide
@@ -293,15 +552,16 @@ def _plain_data(result):
     (the channel, the digest) and the grader judges plain numbers only."""
     import torch
 
+    # A copy, never a view: the student's object may still change the original later.
     if isinstance(result, torch.Tensor):
         with torch._C.DisableTorchFunctionSubclass():
             plain = torch.Tensor.as_subclass(result, torch.Tensor).detach()
-            return plain.to("cpu").contiguous(), str(plain.device)
+            return plain.to("cpu", copy=True).contiguous(), str(plain.device)
     output = _as_tensor(result)
     if output is None:
         return None, None
     with torch._C.DisableTorchFunctionSubclass():
-        return torch.Tensor.as_subclass(output, torch.Tensor).detach().contiguous(), "cpu"
+        return torch.Tensor.as_subclass(output, torch.Tensor).detach().clone().contiguous(), "cpu"
 
 
 def _cuda_context_lost(error: dict) -> bool:

@@ -37,7 +37,7 @@ def main() -> None:
             print(f"{path.name:<28} grader failed ({result.returncode}): {result.stderr.strip()[-200:]}")
             continue
         report = json.loads((out / "r.json").read_text())
-        for name, cls in report["classes"].items():
+        for name, cls in report["items"].items():
             failure = next((c["message"] for c in cls["cases"] if c["device"] == "cuda"
                             and c["status"] not in ("passed", "skipped", "unsupported")), "")
             causes = ",".join(c["cause"] for c in cls.get("likely_causes", []))

@@ -13,5 +13,5 @@ def assignment_copy(tmp_path):
     """A writable copy of the bundled assignment folder, for config tests to break."""
     target = tmp_path / "conv2d"
     shutil.copytree(ROOT / "assignments" / "conv2d", target,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.ipynb", "example"))
+                    ignore=shutil.ignore_patterns("__pycache__", "*.ipynb", "example", "fixtures"))
     return target

@@ -67,7 +67,7 @@ def test_rerun_skips_complete_reports_and_regrades_changed_files(inputs, tmp_pat
     (inputs / "missing_class.py").write_text((SUBMISSIONS / "correct_module.py").read_text())
     changed = batch(inputs, "-o", out, "--assignment", SMALL)
     assert "4 already graded, 1 to grade" in changed.stderr
-    assert reports_in(out)["missing_class"]["classes"]["Conv2dMatrixV2"]["status"] == "graded"
+    assert reports_in(out)["missing_class"]["items"]["Conv2dMatrixV2"]["status"] == "graded"
 
 
 def test_shards_split_the_inputs_and_merge_joins_them(inputs, tmp_path):
@@ -149,10 +149,10 @@ def test_a_killed_worker_and_a_hanging_submission_cost_only_themselves(tmp_path)
     reports = reports_in(out)
     assert set(reports) == {"a_slow", "b_hangs", "c_fine"}
     assert reports["c_fine"]["score"] == 100
-    hung = [c["status"] for cls in reports["b_hangs"]["classes"].values() for c in cls["cases"]]
+    hung = [c["status"] for cls in reports["b_hangs"]["items"].values() for c in cls["cases"]]
     assert "timeout" in hung
     slow = reports["a_slow"]
-    messages = [c["message"] for cls in slow["classes"].values() for c in cls["cases"]]
+    messages = [c["message"] for cls in slow["items"].values() for c in cls["cases"]]
     messages += [e["message"] for e in slow["load"]["errors"]]   # killed while loading
     assert any("SIGKILL" in m for m in messages), "the killed worker's case (or statement) says so"
     assert slow["environment"]["worker_restarts"] >= 1

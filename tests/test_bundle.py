@@ -17,7 +17,7 @@ import yaml
 from conftest import ROOT
 from grader import bundle, cli
 from grader.config import load_assignment
-from grader.public import is_public_config, only_classes, public_assignment, public_seed
+from grader.public import is_public_config, only_items, public_assignment, public_seed
 
 INSTRUCTOR = load_assignment("conv2d")
 
@@ -25,7 +25,7 @@ INSTRUCTOR = load_assignment("conv2d")
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
-    assert cli.main(["bundle", "--student", "-o", str(out)]) == 0
+    assert cli.main(["bundle", "--student", "--assignment", "conv2d", "-o", str(out)]) == 0
     (path,) = out.glob("*.whl")
     return path
 
@@ -71,7 +71,7 @@ def test_record_lists_every_file_with_its_sha256(wheel_files):
 
 
 def test_the_same_sources_give_the_same_wheel(wheel, tmp_path):
-    again = bundle.build_student_wheel(INSTRUCTOR, tmp_path, public_seed(INSTRUCTOR))
+    again = bundle.build_student_wheel([INSTRUCTOR], tmp_path, {INSTRUCTOR.id: public_seed(INSTRUCTOR)})
     assert again.read_bytes() == wheel.read_bytes()
 
 
@@ -83,9 +83,11 @@ def test_the_config_in_the_wheel_is_public(wheel_files, tmp_path):
     assert not re.search(rf"^\s*seed:\s*{INSTRUCTOR.seed}\s*$", text, re.MULTILINE)
     public_names = [g.name for g in INSTRUCTOR.groups if not g.hidden]
     assert list(raw["groups"]) == public_names and len(public_names) < len(INSTRUCTOR.groups)
-    # It loads as it is, and a self-check in this repository draws exactly the students' cases.
-    (tmp_path / "assignment.yaml").write_text(text)
-    (tmp_path / "scaffold.py").write_bytes(wheel_files["assignments/conv2d/scaffold.py"])
+    # It loads as it is (with the files that travel beside it), and a self-check in this
+    # repository draws exactly the students' cases.
+    for name, data in wheel_files.items():
+        if name.startswith("assignments/conv2d/") and name.count("/") == 2:
+            (tmp_path / name.rsplit("/", 1)[1]).write_bytes(data)
     student = load_assignment(str(tmp_path / "assignment.yaml"))
     assert is_public_config(student.path) and not is_public_config(INSTRUCTOR.path)
     assert public_assignment(student).seed == student.seed == public_assignment(INSTRUCTOR).seed
@@ -93,10 +95,11 @@ def test_the_config_in_the_wheel_is_public(wheel_files, tmp_path):
 
 
 def test_a_chosen_public_seed_must_differ_from_the_instructors(tmp_path, capsys):
-    assert cli.main(["bundle", "--student", "-o", str(tmp_path), "--public-seed", str(INSTRUCTOR.seed)]) == 2
+    one = ["--assignment", "conv2d"]
+    assert cli.main(["bundle", "--student", *one, "-o", str(tmp_path), "--public-seed", str(INSTRUCTOR.seed)]) == 2
     assert cli.main(["bundle", "-o", str(tmp_path)]) == 2
     assert "--student" in capsys.readouterr().err
-    assert cli.main(["bundle", "--student", "-o", str(tmp_path), "--public-seed", "7"]) == 0
+    assert cli.main(["bundle", "--student", *one, "-o", str(tmp_path), "--public-seed", "7"]) == 0
     with zipfile.ZipFile(next(tmp_path.glob("*.whl"))) as archive:
         assert yaml.safe_load(archive.read("assignments/conv2d/assignment.yaml"))["seed"] == 7
 
@@ -104,11 +107,11 @@ def test_a_chosen_public_seed_must_differ_from_the_instructors(tmp_path, capsys)
 def test_public_views_of_the_assignment():
     public = public_assignment(INSTRUCTOR)
     assert public.seed != INSTRUCTOR.seed and not any(g.hidden for g in public.groups)
-    loop_only = only_classes(public, ["Conv2dLoop"])
-    assert [c.name for c in loop_only.classes] == ["Conv2dLoop"]
+    loop_only = only_items(public, ["Conv2dLoop"])
+    assert [c.name for c in loop_only.items] == ["Conv2dLoop"]
     assert "wide_channels" not in [g.name for g in loop_only.groups]  # it is for the matrix classes
-    matrix = only_classes(public, ["Conv2dMatrix"])
-    assert next(g for g in matrix.groups if g.name == "wide_channels").classes == ("Conv2dMatrix",)
+    matrix = only_items(public, ["Conv2dMatrix"])
+    assert next(g for g in matrix.groups if g.name == "wide_channels").items == ("Conv2dMatrix",)
 
 
 # --- no solution in the student package ----------------------------------------------------
@@ -183,25 +186,36 @@ def _optional_imports(tree) -> set[int]:
     return found
 
 
-def test_the_grader_never_imports_the_reference():
-    """The student wheel has no reference package. The one use of it, the per-method checks'
-    expected layouts (grader/methods.py), is optional: without it they are `not_run`."""
+def _reference_imports(tree) -> list[tuple[object, list[str]]]:
+    found = []
+    for node in ast.walk(tree):
+        modules = []
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            modules = [node.module or ""]
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) \
+                in ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+            modules = [str(node.args[0].value)]
+        if any(m.split(".")[0] == "reference" for m in modules):
+            found.append((node, modules))
+    return found
+
+
+def test_nothing_in_the_wheel_needs_the_reference():
+    """The student wheel has no reference package. The harness never imports it; an
+    assignment's subject may, for checks that need it (per-method layouts), but only inside a
+    `try` that catches ImportError: without it those checks are `not_run`."""
     for path in sorted((ROOT / "grader").rglob("*.py")):
+        assert _reference_imports(ast.parse(path.read_text(), str(path))) == [], path.name
+    optional_somewhere = False
+    for path in sorted((ROOT / "assignments").glob("*/*.py")):
         tree = ast.parse(path.read_text(), str(path))
-        optional = _optional_imports(tree) if path.name == "methods.py" else set()
-        for node in ast.walk(tree):
-            if id(node) in optional:
-                continue
-            modules = []
-            if isinstance(node, ast.Import):
-                modules = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                modules = [node.module or ""]
-            elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) \
-                    in ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
-                modules = [str(node.args[0].value)]
-            assert not any(m.split(".")[0] == "reference" for m in modules), f"{path.name}: {modules}"
-    assert _optional_imports(ast.parse((ROOT / "grader" / "methods.py").read_text())), "the check checks nothing"
+        optional = _optional_imports(tree)
+        for node, modules in _reference_imports(tree):
+            assert id(node) in optional, f"{path}: {modules} must be optional"
+            optional_somewhere = True
+    assert optional_somewhere, "the check checks nothing"
 
 
 @pytest.mark.slow

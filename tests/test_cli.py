@@ -20,11 +20,12 @@ def grade(*args, timeout=300):
 def without_timings(report):
     report = json.loads(json.dumps(report))
     report.pop("duration_s")
-    for cls in report["classes"].values():
+    for cls in report["items"].values():
         for case in cls["cases"]:
             case.pop("duration_s")
-        for timing in ("repeats", "median_s", "torch_median_s", "ratio"):   # the speed check's clock
-            (cls.get("speed") or {}).pop(timing, None)
+        for check in cls.get("checks", []):
+            for timing in ("repeats", "median_s", "baseline_median_s", "ratio"):   # the speed check's clock
+                (check.get("speed") or {}).pop(timing, None)
     report["environment"].pop("worker_restarts", None)
     return report
 
@@ -41,7 +42,7 @@ def test_a_correct_notebook_scores_full_marks_with_a_valid_report(correct_report
     report, result, _ = correct_report
     jsonschema.validate(report, SCHEMA)
     assert report["score"] == report["max_score"] == 100
-    assert all(c["status"] == "graded" and c["score"] == c["max_score"] for c in report["classes"].values())
+    assert all(c["status"] == "graded" and c["score"] == c["max_score"] for c in report["items"].values())
     assert "total 100/100" in result.stdout and "Conv2dMatrixV2" in result.stdout
 
 
@@ -56,7 +57,7 @@ def test_another_seed_grades_other_cases(correct_report, tmp_path):
     assert grade(SUBMISSIONS / "correct.ipynb", "--device", "cpu", "--seed", "99", "-o", out,
                  "--quiet").returncode == 0
     other = json.loads(out.read_text())
-    params = lambda r: [c["params"] for c in r["classes"]["Conv2dLoop"]["cases"]]
+    params = lambda r: [c["params"] for c in r["items"]["Conv2dLoop"]["cases"]]
     assert other["seed"] == 99 and params(other) != params(correct_report[0])
 
 
@@ -68,9 +69,9 @@ def test_case_replays_exactly_one_case(tmp_path):
     assert grade(sub, "--device", "cpu", "-o", full, "--quiet").returncode == 0
     one, everything = json.loads(out.read_text()), json.loads(full.read_text())
     jsonschema.validate(one, SCHEMA)
-    for name, cls in one["classes"].items():
+    for name, cls in one["items"].items():
         assert [c["id"] for c in cls["cases"]] == ["stride-002"]
-        [match] = [c for c in everything["classes"][name]["cases"] if c["id"] == "stride-002"]
+        [match] = [c for c in everything["items"][name]["cases"] if c["id"] == "stride-002"]
         assert cls["cases"][0]["status"] == match["status"]
         assert cls["cases"][0]["message"] == match["message"]
 
@@ -117,7 +118,7 @@ def test_auto_device_skips_cuda_cases_without_counting_them(tmp_path):
     out = tmp_path / "auto.json"
     result = grade(SUBMISSIONS / "correct_module.py", "--case", "basic-001", "-o", out)
     report = json.loads(out.read_text())
-    devices = {(c["device"], c["status"]) for c in report["classes"]["Conv2dLoop"]["cases"]}
+    devices = {(c["device"], c["status"]) for c in report["items"]["Conv2dLoop"]["cases"]}
     assert devices == {("cpu", "passed"), ("cuda", "skipped")}
     assert report["score"] == 100 and "CUDA cases skipped" in result.stdout
 
@@ -148,18 +149,18 @@ def test_gradescope_and_junit_files_come_from_the_same_report(tmp_path):
     report, gradescope = json.loads(out.read_text()), json.loads(results.read_text())
     assert gradescope["score"] == report["score"] == 65
     suites = ET.parse(junit).getroot()
-    assert int(suites.get("tests")) == sum(len(c["cases"]) for c in report["classes"].values())
+    assert int(suites.get("tests")) == sum(len(c["cases"]) for c in report["items"].values())
 
 
 def test_the_smallest_failing_case_replays_with_the_same_failure(tmp_path):
     out = tmp_path / "r.json"
     sub = SUBMISSIONS / "height_width_swapped.ipynb"
     assert grade(sub, "--device", "cpu", "-o", out, "--quiet").returncode == 0
-    smallest = json.loads(out.read_text())["classes"]["Conv2dMatrixV2"]["smallest_failing_case"]
+    smallest = json.loads(out.read_text())["items"]["Conv2dMatrixV2"]["smallest_failing_case"]
     replay = smallest["replay"].split()[2:]          # after "grade <path>"
     again = tmp_path / "again.json"
     assert grade(sub, *replay, "-o", again, "--quiet").returncode == 0
-    [case] = json.loads(again.read_text())["classes"]["Conv2dMatrixV2"]["cases"]
+    [case] = json.loads(again.read_text())["items"]["Conv2dMatrixV2"]["cases"]
     assert case["status"] == smallest["status"] and case["message"] == smallest["message"]
     assert case["params"] == smallest["params"]
 
@@ -176,7 +177,7 @@ def test_student_audience_shows_hidden_cases_as_counts_only(tmp_path):
     report = json.loads(out.read_text())
     jsonschema.validate(report, SCHEMA)
     assert report["audience"] == "student"
-    for cls in report["classes"].values():
+    for cls in report["items"].values():
         assert all(not c["hidden"] for c in cls["cases"])
         [hidden] = [g for g in cls["groups"] if g["name"] == "random"]
         assert hidden["hidden"] and sum(hidden[s] for s in ("passed", "failed", "error")) == 6

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from grader.config import DEFAULT_FORBIDDEN_OPERATORS, load_assignment
+from grader.config import load_assignment
 from grader.errors import ConfigError
 
 
@@ -10,9 +10,10 @@ def test_bundled_assignment_loads_with_every_required_group():
     names = {g.name for g in assignment.groups}
     assert {"course", "stride", "non_square", "batch", "channels", "kernel_size", "output_1x1",
             "large_output", "padding", "dilation"} <= names
-    assert [c.name for c in assignment.classes] == ["Conv2dLoop", "Conv2dMatrix", "Conv2dMatrixV2"]
-    assert sum(c.points for c in assignment.classes) == 100
-    assert assignment.class_spec("Conv2dLoop").forbidden_operators == DEFAULT_FORBIDDEN_OPERATORS
+    assert [c.name for c in assignment.items] == ["Conv2dLoop", "Conv2dMatrix", "Conv2dMatrixV2"]
+    assert {c.kind for c in assignment.items} == {"class"} and {c.task for c in assignment.items} == {"conv2d"}
+    assert sum(c.points for c in assignment.items) == 100
+    assert assignment.item("Conv2dLoop").forbidden_operators == assignment.subject.forbidden_operators
     assert "class ABCConv2d" in assignment.scaffold_source
 
 
@@ -31,9 +32,13 @@ def _edit(folder, change):
     (lambda d: d["groups"]["stride"]["params"].update(stride="3..x"), "groups.stride.params.stride"),
     (lambda d: d["groups"]["stride"]["params"].update(stride=0), "groups.stride.params.stride"),
     (lambda d: d["groups"]["stride"].update(require=["round"]), "groups.stride.require"),
-    (lambda d: d["groups"]["stride"].update(classes=["Conv2dFast"]), "groups.stride.classes"),
-    (lambda d: d["classes"]["Conv2dLoop"].pop("points"), "classes.Conv2dLoop.points"),
-    (lambda d: d["classes"]["Conv2dLoop"].update(points="ten"), "classes.Conv2dLoop.points"),
+    (lambda d: d["groups"]["stride"].update(items=["Conv2dFast"]), "groups.stride.items"),
+    (lambda d: d["groups"]["stride"].update(inputs="photos"), "groups.stride.inputs"),
+    (lambda d: d["items"]["Conv2dLoop"].pop("points"), "items.Conv2dLoop.points"),
+    (lambda d: d["items"]["Conv2dLoop"].update(points="ten"), "items.Conv2dLoop.points"),
+    (lambda d: d["items"]["Conv2dLoop"].update(task="conv3d"), "items.Conv2dLoop.task"),
+    (lambda d: d["items"]["Conv2dLoop"].update(name="not an identifier"), "items.Conv2dLoop.name"),
+    (lambda d: d["items"]["Conv2dLoop"].update(options={"fast": True}), "items.Conv2dLoop.options.fast"),
     (lambda d: d["limits"].update(case_s=-1), "limits.case_s"),
     (lambda d: d["limits"].update(cases=3), "limits.cases"),
     (lambda d: d["tolerance"].update(rtol=1e-4), "tolerance.rtol"),
@@ -42,16 +47,17 @@ def _edit(folder, change):
     (lambda d: d.update(scaffold="missing.py"), "scaffold"),
     (lambda d: d["defaults"].pop("stride"), "defaults"),
     (lambda d: d.update(extra=1), "extra"),
-    (lambda d: d["classes"]["Conv2dMatrix"].update(methods={"_unsqueeze": 5}), "classes.Conv2dMatrix.methods._unsqueeze"),
-    (lambda d: d["classes"]["Conv2dMatrix"].update(methods={"_unsqueeze_kernel": "five"}),
-     "classes.Conv2dMatrix.methods._unsqueeze_kernel"),
-    (lambda d: d["classes"]["Conv2dMatrix"].update(methods={"_unsqueeze_kernel": -1}),
-     "classes.Conv2dMatrix.methods._unsqueeze_kernel"),
-    (lambda d: d["classes"]["Conv2dMatrix"].update(methods=["_unsqueeze_kernel"]), "classes.Conv2dMatrix.methods"),
-    (lambda d: d["classes"]["Conv2dMatrix"].update(methods={"_unsqueeze_kernel": 36}), "classes.Conv2dMatrix.methods"),
-    (lambda d: d["classes"]["Conv2dMatrixV2"].update(speed="yes"), "classes.Conv2dMatrixV2.speed"),
-    (lambda d: d["classes"]["Conv2dMatrixV2"].update(speed_points=-2), "classes.Conv2dMatrixV2.speed_points"),
-    (lambda d: d["classes"]["Conv2dMatrix"].update(speed_points=2), "classes.Conv2dMatrix.speed_points"),
+    (lambda d: d["items"]["Conv2dMatrix"].update(checks={"_unsqueeze": 5}), "items.Conv2dMatrix.checks._unsqueeze"),
+    (lambda d: d["items"]["Conv2dMatrix"].update(checks={"_unsqueeze_kernel": "five"}),
+     "items.Conv2dMatrix.checks._unsqueeze_kernel"),
+    (lambda d: d["items"]["Conv2dMatrix"].update(checks={"_unsqueeze_kernel": -1}),
+     "items.Conv2dMatrix.checks._unsqueeze_kernel"),
+    (lambda d: d["items"]["Conv2dMatrix"].update(checks=["_unsqueeze_kernel"]), "items.Conv2dMatrix.checks"),
+    (lambda d: d["items"]["Conv2dMatrix"].update(checks={"_unsqueeze_kernel": 36}), "items.Conv2dMatrix.checks"),
+    (lambda d: d["items"]["Conv2dMatrixV2"].update(checks={"speed": "yes"}), "items.Conv2dMatrixV2.checks.speed"),
+    (lambda d: d["items"]["Conv2dMatrixV2"].update(checks={"speed": -2}), "items.Conv2dMatrixV2.checks.speed"),
+    (lambda d: d.update(subject="missing.py"), "subject"),
+    (lambda d: d.update(classes=d["items"]), "classes"),
 ])
 def test_a_bad_config_names_the_key(assignment_copy, change, key):
     path = _edit(assignment_copy, change)
@@ -62,20 +68,20 @@ def test_a_bad_config_names_the_key(assignment_copy, change, key):
     assert "\n" not in message
 
 
-def test_method_points_and_speed_come_from_the_class_config(assignment_copy):
+def test_check_points_come_from_the_item_config(assignment_copy):
     assignment = load_assignment("conv2d")
-    assert assignment.class_spec("Conv2dMatrix").methods == (("_unsqueeze_kernel", 5.0),)
-    assert assignment.class_spec("Conv2dMatrixV2").methods == (("_convert_kernel", 3.0), ("_convert_input", 5.0))
-    assert [c.speed for c in assignment.classes] == [False, False, True]
-    assert all(c.speed_points == 0 for c in assignment.classes)
+    assert assignment.item("Conv2dMatrix").checks == (("_unsqueeze_kernel", 5.0),)
+    assert assignment.item("Conv2dMatrixV2").checks == (("_convert_kernel", 3.0), ("_convert_input", 5.0),
+                                                        ("speed", 0.0))
+    assert assignment.item("Conv2dLoop").checks == ()
 
     def change(d):
-        d["classes"]["Conv2dMatrixV2"] = {"points": 35}            # speed is on by default for V2 only
-        d["classes"]["Conv2dLoop"].update(methods={"_convert_input": 0}, speed=True, speed_points=4)
+        d["items"]["Conv2dMatrixV2"] = {"points": 35}              # no checks unless configured
+        d["items"]["Conv2dLoop"].update(checks={"_convert_input": 0, "speed": 4})
     edited = load_assignment(str(_edit(assignment_copy, change)))
-    loop, v2 = edited.class_spec("Conv2dLoop"), edited.class_spec("Conv2dMatrixV2")
-    assert (loop.methods, loop.speed, loop.speed_points) == ((("_convert_input", 0.0),), True, 4.0)
-    assert (v2.methods, v2.speed, v2.speed_points) == ((), True, 0.0)
+    loop, v2 = edited.item("Conv2dLoop"), edited.item("Conv2dMatrixV2")
+    assert loop.checks == (("_convert_input", 0.0), ("speed", 4.0)) and loop.check_points("speed") == 4.0
+    assert v2.checks == () and v2.check_points("speed") is None
 
 
 def test_unsatisfiable_group_is_a_config_error_when_cases_are_built(assignment_copy):

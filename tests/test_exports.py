@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 
 from conftest import ROOT, SUBMISSIONS
-from grader.exports import (describe_params, gradebook_rows, gradescope_results, junit_xml, submission_id,
+from grader.exports import (describe_case, gradebook_rows, gradescope_results, junit_xml, submission_id,
                             write_gradebook_csv)
 
 pytestmark = pytest.mark.slow
@@ -97,7 +97,7 @@ def reports(tmp_path_factory):
 def group_of(report, test):
     """The (class, group) dicts a Gradescope test stands for; group is None for a class-level test."""
     class_name, _, group_name = test["name"].partition(" · ")
-    cls = report["classes"][class_name]
+    cls = report["items"][class_name]
     return cls, next((g for g in cls.get("groups", []) if g["name"] == group_name), None)
 
 
@@ -125,7 +125,7 @@ def test_gradescope_scores_add_up_to_the_report(reports, name):
     assert math.isclose(sum(t["score"] for t in tests), report["score"], abs_tol=0.01)
     assert math.isclose(sum(t["score"] for t in tests), results["score"], abs_tol=1e-9)
     assert math.isclose(sum(t["max_score"] for t in tests), report["max_score"], abs_tol=1e-9)
-    for class_name, cls in report["classes"].items():
+    for class_name, cls in report["items"].items():
         mine = [t for t in tests if t["name"].partition(" · ")[0] == class_name]
         assert math.isclose(sum(t["score"] for t in mine), cls["score"], abs_tol=0.01), class_name
         assert math.isclose(sum(t["max_score"] for t in mine), cls["max_score"], abs_tol=0.01), class_name
@@ -137,7 +137,7 @@ def test_gradescope_scores_add_up_to_the_report(reports, name):
 def test_each_group_earns_its_weighted_share_of_the_class(reports):
     report = reports["template_bug"]
     tests = gradescope_results(report)["tests"]
-    methods = {(c, m["name"]): m for c, cls in report["classes"].items() for m in cls["methods"] if m["points"]}
+    methods = {(c, m["name"]): m for c, cls in report["items"].items() for m in cls["checks"] if m["points"]}
     for test in tests:
         key = tuple(test["name"].split(" · "))
         if key in methods:   # a checked method is a test worth its points
@@ -147,13 +147,13 @@ def test_each_group_earns_its_weighted_share_of_the_class(reports):
             continue
         cls, group = group_of(report, test)
         weights = sum(g["weight"] for g in cls["groups"] if counted(g))
-        carved = sum(m["points"] for m in cls["methods"] if m["status"] != "not_run")
+        carved = sum(m["points"] for m in cls["checks"] if m["status"] != "not_run")
         share = (cls["max_score"] - carved) * group["weight"] / weights
         assert math.isclose(test["max_score"], share, abs_tol=0.01), test["name"]
         assert math.isclose(test["score"], share * group["passed"] / counted(group), abs_tol=0.01), test["name"]
         assert test["status"] == ("passed" if group["passed"] == counted(group) else "failed"), test["name"]
     # Groups that ran nothing are not tests; every group that ran something is exactly one.
-    expected = {(c, g["name"]) for c, cls in report["classes"].items() for g in cls["groups"] if counted(g)}
+    expected = {(c, g["name"]) for c, cls in report["items"].items() for g in cls["groups"] if counted(g)}
     assert {tuple(t["name"].split(" · ")) for t in tests} == expected | set(methods)
 
 
@@ -161,10 +161,10 @@ def test_public_groups_show_their_first_failure(reports):
     report = reports["template_bug"]
     tests = {t["name"]: t for t in gradescope_results(report)["tests"]}
     basic = tests["Conv2dMatrixV2 · basic"]
-    [first] = [c for c in report["classes"]["Conv2dMatrixV2"]["cases"] if c["id"] == "basic-001"]
+    [first] = [c for c in report["items"]["Conv2dMatrixV2"]["cases"] if c["id"] == "basic-001"]
     assert first["status"] == "failed" and basic["visibility"] == "visible"
     assert first["id"] in basic["output"] and first["message"] in basic["output"]
-    assert describe_params(first["params"]) in basic["output"]
+    assert describe_case(first) in basic["output"]
     assert tests["Conv2dLoop · basic"]["output"].endswith("3 of 3 cases passed")
 
 
@@ -185,25 +185,25 @@ def test_hidden_groups_wait_for_publication_and_show_counts_only(reports, name):
         assert f"{group['passed']} of {counted(group)} case" in test["output"]
         for case in hidden_cases:
             assert case["id"] not in test["output"]
-            assert describe_params(case["params"]) not in test["output"]
+            assert describe_case(case) not in test["output"]
             assert not case["message"] or case["message"] not in test["output"]
         for word in ("input", "kernel", "stride", "shape", "expected", "raised"):
             assert word not in test["output"]
     # No hidden case's parameters appear anywhere, unless a public case has the very same ones.
-    public = {describe_params(c["params"]) for cls in report["classes"].values() for c in cls["cases"]
+    public = {describe_case(c) for cls in report["items"].values() for c in cls["cases"]
               if not c["hidden"]}
     text = json.dumps(results, ensure_ascii=False)
-    for cls in report["classes"].values():
+    for cls in report["items"].values():
         for case in cls["cases"]:
-            if case["hidden"] and describe_params(case["params"]) not in public:
-                assert describe_params(case["params"]) not in text
+            if case["hidden"] and describe_case(case) not in public:
+                assert describe_case(case) not in text
     assert hidden_tests > 0   # every run here graded some hidden case
 
 
 def test_a_missing_class_is_one_failed_test_with_its_message(reports):
     report = reports["missing_class"]
     tests = gradescope_results(report)["tests"]
-    cls = report["classes"]["Conv2dMatrixV2"]
+    cls = report["items"]["Conv2dMatrixV2"]
     [test] = [t for t in tests if t["name"].startswith("Conv2dMatrixV2")]
     assert cls["status"] == "missing"
     assert test == {"name": "Conv2dMatrixV2", "number": "3", "score": 0.0, "max_score": cls["max_score"],
@@ -216,7 +216,7 @@ def test_a_missing_class_is_one_failed_test_with_its_message(reports):
 
 def test_a_violation_zeroes_every_group_of_its_class_and_is_named_in_each(reports):
     report = copy.deepcopy(reports["correct_module"])
-    cls = report["classes"]["Conv2dMatrix"]
+    cls = report["items"]["Conv2dMatrix"]
     violation = "uses aten.convolution at cell 3, line 4: return F.conv2d(x, w) (case basic-001)"
     cls["violations"] = [{"operator": "convolution", "source": "dispatch", "kind": "shortcut",
                           "location": "cell 3, line 4: return F.conv2d(x, w)", "case": "basic-001",
@@ -243,9 +243,9 @@ def test_junit_counts_match_the_report(reports, name):
     assignment = report["assignment"]["id"]
     assert root.tag == "testsuites"
     suites = {s.get("name"): s for s in root.findall("testsuite")}
-    assert list(suites) == [f"{assignment}.{c}" for c in report["classes"]]
+    assert list(suites) == [f"{assignment}.{c}" for c in report["items"]]
     totals = dict.fromkeys(("tests", "failures", "errors", "skipped"), 0)
-    for class_name, cls in report["classes"].items():
+    for class_name, cls in report["items"].items():
         suite = suites[f"{assignment}.{class_name}"]
         statuses = [c["status"] for c in cls["cases"]]
         expected = {"tests": len(statuses), "failures": statuses.count("failed"),
@@ -270,7 +270,7 @@ def test_junit_hides_hidden_cases_and_details_public_ones(reports):
     report = reports["template_bug"]
     root = ET.fromstring(junit_xml(report).encode())
     suite = root.find("testsuite[@name='conv2d.Conv2dMatrixV2']")
-    cases = {c["id"]: c for c in report["classes"]["Conv2dMatrixV2"]["cases"]}
+    cases = {c["id"]: c for c in report["items"]["Conv2dMatrixV2"]["cases"]}
     seen_hidden = 0
     for element in suite.findall("testcase"):
         case = cases[element.get("name").split("[")[0]]
@@ -283,13 +283,13 @@ def test_junit_hides_hidden_cases_and_details_public_ones(reports):
         else:
             assert outcome.get("message") == case["message"]
             if outcome.tag != "skipped":
-                assert describe_params(case["params"]) in outcome.text
+                assert describe_case(case) in outcome.text
     assert seen_hidden > 0
 
 
 def test_junit_escapes_what_a_student_can_print(reports):
     report = copy.deepcopy(reports["template_bug"])
-    case = next(c for c in report["classes"]["Conv2dMatrixV2"]["cases"]
+    case = next(c for c in report["items"]["Conv2dMatrixV2"]["cases"]
                 if c["status"] == "failed" and not c["hidden"])
     case["message"] = 'got <b>&amp; "quotes" ]]> \x1b[31mred\x1b[0m \x00 end'
     root = ET.fromstring(junit_xml(report).encode())
@@ -308,13 +308,13 @@ def test_gradebook_csv_round_trips(reports, tmp_path):
         reader = csv.DictReader(stream)
         rows = list(reader)
         header = reader.fieldnames
-    classes = list(batch[0]["classes"])
+    classes = list(batch[0]["items"])
     assert header == ["submission_id", "path", "sha256", "total", "max_total", *classes, "status"]
     assert [r["submission_id"] for r in rows] == list(RUNS)   # the stems: unique in this batch
     for row, report in zip(rows, batch):
         assert row["path"] == report["submission"]["path"] and row["sha256"] == report["submission"]["sha256"]
         assert float(row["total"]) == report["score"] and float(row["max_total"]) == report["max_score"]
-        assert [float(row[c]) for c in classes] == [report["classes"][c]["score"] for c in classes]
+        assert [float(row[c]) for c in classes] == [report["items"][c]["score"] for c in classes]
         assert math.isclose(sum(float(row[c]) for c in classes), float(row["total"]), abs_tol=1e-3)
     assert [r["status"] for r in rows] == ["ok", "ok", "missing:Conv2dMatrixV2"]
 

@@ -36,7 +36,7 @@ def test_fixture_verdicts_per_class_and_group(reports, name):
     report = reports[name]
     jsonschema.validate(report, SCHEMA)
     for class_name, expected in MANIFEST["fixtures"][name]["classes"].items():
-        got = report["classes"][class_name]
+        got = report["items"][class_name]
         assert got["status"] == expected["status"], (class_name, got.get("message"))
         if expected["status"] != "graded":
             assert got["score"] == 0 and got["cases"] == []
@@ -72,7 +72,7 @@ def test_fixture_load_notes(reports, name):
 @pytest.mark.slow
 def test_first_failure_messages_say_what_is_wrong(reports):
     def first_failure(name, class_name):
-        cases = reports[name]["classes"][class_name]["cases"]
+        cases = reports[name]["items"][class_name]["cases"]
         return next(c for c in cases if c["status"] not in ("passed", "skipped"))
 
     assert "returned numpy.ndarray" in first_failure("returns_numpy.ipynb", "Conv2dLoop")["message"]
@@ -102,17 +102,17 @@ EXPECTED_CAUSES = {
 @pytest.mark.slow
 def test_likely_causes_name_the_bug_and_nothing_for_correct_code(reports):
     for (name, class_name), cause in EXPECTED_CAUSES.items():
-        causes = [c["cause"] for c in reports[name]["classes"][class_name]["likely_causes"]]
+        causes = [c["cause"] for c in reports[name]["items"][class_name]["likely_causes"]]
         assert causes == [cause], (name, class_name, causes)
     for name in ("correct.ipynb", "correct_module.py", "no_padding_kwargs.ipynb"):
-        for class_name, cls in reports[name]["classes"].items():
+        for class_name, cls in reports[name]["items"].items():
             assert cls["likely_causes"] == [], (name, class_name)
 
 
 @pytest.mark.slow
 def test_smallest_failing_case_is_small_and_keeps_the_bug(reports):
     def smallest(name, class_name):
-        return reports[name]["classes"][class_name]["smallest_failing_case"]
+        return reports[name]["items"][class_name]["smallest_failing_case"]
 
     for class_name in ("Conv2dLoop", "Conv2dMatrix", "Conv2dMatrixV2"):
         swapped = smallest("height_width_swapped.ipynb", class_name)

@@ -21,12 +21,12 @@ def grade(path, *args, tmp_path):
 
 
 def cases(report, class_name, device="cuda"):
-    return [c for c in report["classes"][class_name]["cases"] if c["device"] == device]
+    return [c for c in report["items"][class_name]["cases"] if c["device"] == device]
 
 
 def test_a_correct_submission_passes_every_cuda_case_even_at_64_channels(tmp_path):
     report = grade(SUBMISSIONS / "correct_module.py", "--device", "cuda", tmp_path=tmp_path)
-    for name in report["classes"]:
+    for name in report["items"]:
         assert {c["status"] for c in cases(report, name)} == {"passed"}, name
     assert any(c["group"] == "wide_channels" for c in cases(report, "Conv2dMatrixV2"))
     limits = report["environment"]["protections"]["resource_limits"]
@@ -34,10 +34,11 @@ def test_a_correct_submission_passes_every_cuda_case_even_at_64_channels(tmp_pat
 
 
 def test_tf32_convolution_misses_a_naive_allclose_and_float32_matmul_passes_ours():
-    from grader.cases import build_cases, make_tensors
-    from grader.compare import compare, expected_output
+    from assignments.conv2d.geometry import expected_output, make_tensors
+    from grader.cases import build_cases
+    from grader.compare import judge_run
     from grader.config import load_assignment
-    from grader.runner import CaseRun
+    from grader.runner import CaseRun, OutputRun
     from reference.conv2d import Conv2dMatrixV2
 
     assignment = load_assignment("conv2d")
@@ -51,16 +52,17 @@ def test_tf32_convolution_misses_a_naive_allclose_and_float32_matmul_passes_ours
     layer = Conv2dMatrixV2(64, 64, 3, 1)
     layer.set_kernel(kernel.cuda())
     output = layer(data.cuda())
-    run = CaseRun(case=case, class_name="Conv2dMatrixV2", status="returned", output=output.cpu(),
-                  returned_type="torch.Tensor", returned_kind="tensor", output_device="cuda:0")
-    assert compare(run, assignment.tolerance).verdict == "passed"
+    run = CaseRun(case=case, item="Conv2dMatrixV2", status="returned",
+                  outputs=(OutputRun(name="output", tensor=output.cpu(), returned_type="torch.Tensor",
+                                     returned_kind="tensor", device="cuda:0"),))
+    assert judge_run(assignment, assignment.item("Conv2dMatrixV2"), run).verdict == "passed"
     if relative > 1e-4:  # what PyTorch's default TF32 convolutions do on Ampere and later
         assert not torch.allclose(tf32.float(), expected.float(), rtol=1e-4, atol=1e-4)
 
 
 def test_cpu_tensors_for_cuda_inputs_fail_on_cuda_only_with_the_cause(tmp_path):
     report = grade(SUBMISSIONS / "cpu_only.ipynb", "--device", "auto", tmp_path=tmp_path)
-    for name, cls in report["classes"].items():
+    for name, cls in report["items"].items():
         assert {c["status"] for c in cases(report, name, "cpu")} == {"passed"}, name
         assert "passed" not in {c["status"] for c in cases(report, name)}, name
         assert [c["cause"] for c in cls["likely_causes"]] == ["cpu_tensor_for_cuda_input"], name
@@ -76,7 +78,7 @@ def test_a_poisoned_cuda_context_costs_one_case_and_a_new_worker(tmp_path):
     assert poisoned and all(c["status"] == "error" and "CUDA error" in c["message"] for c in poisoned)
     assert others and {c["status"] for c in others} == {"passed"}   # each after a fresh worker
     assert report["environment"]["worker_restarts"] >= len(poisoned)
-    assert [c["cause"] for c in report["classes"]["Conv2dLoop"]["likely_causes"]] == ["fails_only_on_cuda"]
+    assert [c["cause"] for c in report["items"]["Conv2dLoop"]["likely_causes"]] == ["fails_only_on_cuda"]
 
 
 def test_cuda_out_of_memory_is_reported_as_such(tmp_path):
@@ -85,4 +87,4 @@ def test_cuda_out_of_memory_is_reported_as_such(tmp_path):
     [cuda] = cases(report, "Conv2dMatrix")
     assert cpu["status"] == "passed"
     assert cuda["status"] == "error" and "out of GPU memory" in cuda["message"]
-    assert [c["cause"] for c in report["classes"]["Conv2dMatrix"]["likely_causes"]] == ["out_of_gpu_memory"]
+    assert [c["cause"] for c in report["items"]["Conv2dMatrix"]["likely_causes"]] == ["out_of_gpu_memory"]

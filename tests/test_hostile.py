@@ -66,7 +66,7 @@ class Graded:
     survivors: tuple[str, ...]
 
     def cls(self, name: str) -> dict:
-        return self.report["classes"][name]
+        return self.report["items"][name]
 
     def cases(self, name: str) -> list[dict]:
         return self.cls(name)["cases"]
@@ -257,7 +257,7 @@ def assert_grader_report(graded: Graded) -> None:
     assert graded.report["submission"]["sha256"] == expected_sha
     assert "forged" not in graded.report
     assert json.loads(graded.stdout) == graded.report, "stdout and the -o file disagree"
-    assert set(graded.report["classes"]) == set(CLASSES)
+    assert set(graded.report["items"]) == set(CLASSES)
     limit = SLOW_WALL_LIMIT_S if graded.name in SLOW_FIXTURES else WALL_LIMIT_S
     assert graded.wall_s < limit, f"{graded.name} took {graded.wall_s:.1f} s"
     assert not graded.survivors, f"{graded.name} left processes alive: {graded.survivors}"

@@ -43,8 +43,8 @@ def test_grade_check_passes_a_correct_class_on_public_cases_only(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
     jsonschema.validate(report, SCHEMA)
-    assert list(report["classes"]) == ["Conv2dMatrix"] and report["seed"] == PUBLIC_SEED
-    cases = report["classes"]["Conv2dMatrix"]["cases"]
+    assert list(report["items"]) == ["Conv2dMatrix"] and report["seed"] == PUBLIC_SEED
+    cases = report["items"]["Conv2dMatrix"]["cases"]
     assert cases and not any(c["hidden"] for c in cases) and not any(c["group"] == "random" for c in cases)
     assert "Conv2dMatrix" in result.stdout and "every class passes all its public cases" in result.stdout
     assert "public cases only" in result.stdout
@@ -75,7 +75,7 @@ def test_check_in_a_script_runs_in_process_without_the_subreaper(tmp_path):
         by_class = check(Conv2dLoop, device="cpu")
         by_name = check("Conv2dMatrixV2", device="cpu")  # looked up in this module's globals
         print(json.dumps({"passed": [by_class.passed, by_name.passed], "subreaper": reaper.is_subreaper(),
-                          "classes": [list(by_class.report["classes"]), list(by_name.report["classes"])],
+                          "classes": [list(by_class.report["items"]), list(by_name.report["items"])],
                           "seed": by_class.report["seed"], "source": by_class.report["submission"]["path"],
                           "text": str(by_class), "html": by_class._repr_html_()}))
     """, tmp_path)
@@ -115,10 +115,10 @@ def test_check_all_and_a_class_checked_under_another_name(tmp_path):
 
         renamed = check(MyLoop, name="Conv2dLoop", device="cpu", seed=5)
         everything = check_all(device="cpu", seed=5)
-        loop = renamed.report["classes"]["Conv2dLoop"]
+        loop = renamed.report["items"]["Conv2dLoop"]
         print(json.dumps({"loop": [loop["status"], loop["score"], loop["max_score"]],
                           "groups": {g["name"]: g["passed"] for g in loop["groups"]},
-                          "all": {n: c["status"] for n, c in everything.report["classes"].items()},
+                          "all": {n: c["status"] for n, c in everything.report["items"].items()},
                           "passed": [renamed.passed, everything.passed],
                           "load_errors": renamed.report["load"]["errors"]}))
     """, tmp_path)
@@ -235,7 +235,7 @@ def fake_report(cases, status="graded", violations=()):
     return {"assignment": {"id": "conv2d"}, "submission": {"path": "<b>x</b>"}, "seed": 1, "score": 1.0,
             "max_score": 2.0, "load": {"errors": [], "skipped": [], "fatal": None},
             "environment": {"protections": {}},
-            "classes": {"Conv2dLoop": {"status": status, "score": 1.0, "max_score": 2.0, "message": "",
+            "items": {"Conv2dLoop": {"kind": "class", "status": status, "score": 1.0, "max_score": 2.0, "message": "",
                                        "violations": list(violations), "likely_causes": [],
                                        "groups": [{"name": "basic", "description": "d", "passed": 1,
                                                    "failed": 1, "error": 0, "timeout": 0,
@@ -246,7 +246,8 @@ def fake_report(cases, status="graded", violations=()):
 def case(status, message=""):
     return {"id": "basic-001", "device": "cpu", "status": status, "message": message,
             "params": {"batch": 1, "in_channels": 1, "height": 4, "width": 4, "kernel_size": 3,
-                       "out_channels": 1, "stride": 1, "padding": 0, "dilation": 1, "dtype": "float32"}}
+                       "out_channels": 1, "stride": 1, "padding": 0, "dilation": 1, "dtype": "float32"},
+            "description": "input 1x1x4x4, kernel 3, 1 filters, stride 1"}
 
 
 def test_a_pass_needs_every_counted_case_passed():
@@ -297,7 +298,7 @@ def test_without_namespaces_or_setuid_grading_runs_enforces_time_limits_and_says
                          "Conv2dLoop", "--case", "basic-001", "--json", prefix=drop, timeout=120)
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
-    (only,) = report["classes"]["Conv2dLoop"]["cases"]
+    (only,) = report["items"]["Conv2dLoop"]["cases"]
     assert only["status"] == "timeout" and "1 s" in only["message"]
     active = report["environment"]["protections"]
     assert "resource_limits" in active and not {"no_network", "hidden_paths", "unprivileged_user"} & set(active)

@@ -1,0 +1,318 @@
+"""The Conv2d assignment's checks: the course's helper methods one at a time, and speed.
+
+The course asks students to write helper methods, not only `__call__`:
+`Conv2dMatrix._unsqueeze_kernel(torch_input, output_height, output_width)` and
+`Conv2dMatrixV2._convert_kernel()` / `_convert_input(torch_input, output_height, output_width)`.
+Each is called on its own in the worker (course signature, set_kernel, then the method, inside
+the same operator recorder as the cases) on a few graded cases, and its result is compared here
+with the reference, in the layouts the course's `__call__` accepts:
+
+- `_unsqueeze_kernel`: exactly (out*OH*OW, in*H*W), row o*OH*OW + i*OW + j and column
+  c*H*W + y*W + x (the course multiplies it by `torch_input.view(batch, -1)`);
+- `_convert_kernel` (out, in*k*k) and `_convert_input` (in*k*k, batch*OH*OW): the reduction
+  axis in any order of (c, ky, kx) as long as kernel and input agree, the columns in any order
+  of (b, i, j) (the student's own `__call__` reshapes accordingly).
+
+So a student whose conversions are right but whose `__call__` is wrong earns the methods'
+points. Without the `reference` package (a student's copy of the grader has none) the methods
+are reported `not_run`.
+
+The speed check does what the course's "compare speed" section does: it times the student's
+layer against torch.nn.functional.conv2d on a mid-size input (interleaved, median of each), and
+counts the operators one call dispatches at two input sizes: a count that grows with the output
+means a Python loop over output positions (`vectorized: false`). The machinery is the harness's
+(grader.checks.speed_check); the inputs and plans are here.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import torch
+
+from grader.cases import Case, case_seed
+from grader.checks import (CheckContext, CheckResult, SpeedSpec, error_text, forbidden_reached, method_call,
+                           not_run, speed_check)
+from grader.plan import Call, Plan, Tensor, Trusted
+
+from .geometry import layer_steps, make_tensors, output_height, output_width, reduction
+
+BASELINE = "torch.nn.functional.conv2d"
+METHOD_NAMES = ("_unsqueeze_kernel", "_convert_kernel", "_convert_input")
+
+# Groups whose cases have the course's signature (no padding, no dilation), in the order they
+# are taken: at most one case from each.
+METHOD_GROUPS = ("course", "basic", "non_square", "channels", "stride", "large_output")
+MAX_METHOD_CASES = 6
+REDUCTION_AXES = ("c", "ky", "kx")
+COLUMN_AXES = ("b", "i", "j")
+PERMUTATIONS = tuple(itertools.permutations(range(3)))     # the identity (reference's order) first
+UNSQUEEZE_LAYOUT = "rows (o, i, j), columns (c, y, x)"
+NO_REFERENCE = ("not checked: the reference solution is not installed here (a student's copy of "
+                "the grader has none)")
+
+# The speed check's inputs: the course's mid-size timing input, and two sizes to count operators at.
+TIME_PARAMS = {"batch": 2, "in_channels": 8, "out_channels": 16, "height": 32, "width": 32,
+               "kernel_size": 3, "stride": 1}
+COUNT_PARAMS = {"batch": 1, "in_channels": 2, "out_channels": 1, "kernel_size": 3, "stride": 1}
+COUNT_SIZES = (8, 16)
+REPEATS = 7
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """One method on one case: the layouts it matches (empty: wrong), or why it did not run."""
+    case_id: str
+    kind: str                       # returned, error, missing
+    layouts: frozenset = frozenset()
+    message: str = ""
+
+
+def _method_cases(runs: tuple) -> list[Case]:
+    """Up to MAX_METHOD_CASES graded cases with the course's signature, one per group, on the
+    CPU when it was graded (else the first device graded)."""
+    usable = [r.case for r in runs if r.status not in ("skipped", "not_run")
+              and r.case.group in METHOD_GROUPS and r.case.params.padding == 0 and r.case.params.dilation == 1]
+    if not usable:
+        return []
+    device = "cpu" if any(c.device == "cpu" for c in usable) else usable[0].device
+    chosen: dict[str, Case] = {}
+    for case in usable:
+        if case.device == device and case.group not in chosen:
+            chosen[case.group] = case
+    return [chosen[g] for g in METHOD_GROUPS if g in chosen][:MAX_METHOD_CASES]
+
+
+def _method_plan(name: str, case: Case) -> Plan:
+    """Course signature (never padding= or dilation=), set_kernel, then the method alone."""
+    p = case.params
+    args = () if name == "_convert_kernel" else (Tensor("input"), output_height(p), output_width(p))
+    return Plan(layer_steps(p, extra=False) + (Call("layer", method=name, args=args, output="result"),))
+
+
+def _judge(reference, name: str, case: Case, run, data: torch.Tensor, kernel: torch.Tensor,
+           forbidden: tuple[str, ...]) -> tuple[_Outcome, list]:
+    """One method's result on one case (a grader.runner.CaseRun), and the forbidden operators
+    it reached."""
+    if run.status in ("timeout", "crashed", "not_run"):
+        return _Outcome(case.id, "error", message=run.message[:300]), []
+    hits = forbidden_reached(run, forbidden)
+    if run.status == "error" and run.missing_method == name:
+        return _Outcome(case.id, "missing", message="not defined"), hits
+    if run.status != "returned":
+        return _Outcome(case.id, "error", message=error_text(run.error) if run.error else "malformed result"), hits
+    output = run.outputs[0] if run.outputs else None
+    if output is None or output.returned_kind not in ("tensor", "tensor_subclass"):
+        returned = (output.returned_type if output is not None else None) or "something else"
+        return _Outcome(case.id, "returned", message=f"returned {returned}, expected a torch.Tensor"), hits
+    actual = output.tensor
+    if not isinstance(actual, torch.Tensor):
+        return _Outcome(case.id, "returned", message=output.message[:300] or "returned no data"), hits
+    if hits:
+        operators = ", ".join(f"aten.{op}" for op, _ in hits)
+        return _Outcome(case.id, "returned", message=f"uses {operators}"), hits
+    candidates = _expected(reference, name, case, data, kernel)
+    shape = tuple(next(iter(candidates.values())).shape)
+    if tuple(actual.shape) != shape:
+        return _Outcome(case.id, "returned", message=f"shape {list(actual.shape)}, expected {list(shape)}"), hits
+    if not actual.is_floating_point():
+        return _Outcome(case.id, "returned", message=f"dtype {str(actual.dtype).removeprefix('torch.')}, "
+                                                     "expected floating point values"), hits
+    found = frozenset(layout for layout, expected in candidates.items() if _close(actual, expected, data.dtype))
+    if found:
+        return _Outcome(case.id, "returned", layouts=found), hits
+    if name == "_unsqueeze_kernel":
+        message = "values wrong" + _largest_difference(actual, next(iter(candidates.values())))
+    else:
+        message = "values match no accepted layout" + (
+            " (columns: an order of c, ky, kx)" if name == "_convert_kernel"
+            else " (rows: an order of c, ky, kx; columns: an order of b, i, j)")
+    return _Outcome(case.id, "returned", message=message), hits
+
+
+def _expected(reference, name: str, case: Case, data: torch.Tensor, kernel: torch.Tensor) -> dict:
+    """Every accepted result, by layout key, computed in float64 from the reference."""
+    p = case.params
+    oh, ow, k = output_height(p), output_width(p), p.kernel_size
+    data, kernel = data.double(), kernel.double()
+    if name == "_unsqueeze_kernel":
+        return {UNSQUEEZE_LAYOUT: reference.unsqueeze_kernel(kernel, tuple(data.shape), p.stride, 0, 1, oh, ow)}
+    if name == "_convert_kernel":
+        return {rows: kernel.permute(0, *(1 + a for a in rows)).reshape(p.out_channels, -1)
+                for rows in PERMUTATIONS}
+    columns = reference.convert_input(data, k, p.stride, 1, oh, ow)
+    full = columns.view(p.in_channels, k, k, p.batch, oh, ow)
+    return {(rows, cols): full.permute(*rows, *(3 + a for a in cols)).reshape(reduction(p), -1)
+            for rows in PERMUTATIONS for cols in PERMUTATIONS}
+
+
+def _close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Equal up to rounding: the methods only move values, so a misplaced one is far off."""
+    if expected.numel() == 0:
+        return True
+    scale = float(expected.abs().max())
+    tolerance = 16 * torch.finfo(dtype).eps * max(scale, 1.0)
+    difference = (actual.double() - expected).abs().max()
+    return bool(difference <= tolerance)      # False for NaN
+
+
+def _largest_difference(actual: torch.Tensor, expected: torch.Tensor) -> str:
+    if expected.numel() == 0:
+        return ""
+    difference = (actual.double() - expected).abs()
+    flat = int(torch.nan_to_num(difference, nan=math.inf).argmax())
+    at = []
+    for size in reversed(difference.shape):
+        flat, index = divmod(flat, size)
+        at.insert(0, index)
+    return (f": at {at} got {float(actual.double()[tuple(at)]):.6g}, expected "
+            f"{float(expected[tuple(at)]):.6g}")
+
+
+def _aggregate(context: CheckContext, methods: list[tuple[str, float]], outcomes: dict[str, list[_Outcome]],
+               violations: dict[str, dict]) -> tuple[CheckResult, ...]:
+    # The V2 pair is judged in one layout: the one that the most of their results match
+    # (the reference's order first on a tie), so kernel and input must agree.
+    pair = [n for n in ("_convert_kernel", "_convert_input") if n in outcomes]
+    joint = max(((rows, cols) for rows in PERMUTATIONS for cols in PERMUTATIONS),
+                key=lambda layout: sum(_matches(n, o, layout) for n in pair for o in outcomes[n]))
+    checks = []
+    for name, points in methods:
+        results = outcomes[name]
+        layout = joint if name in pair else UNSQUEEZE_LAYOUT
+        ok = [o for o in results if _matches(name, o, layout)]
+        failures = [o for o in results if not _matches(name, o, layout)]
+        total = len(results)
+        if results and all(o.kind == "missing" for o in results):
+            status, message = "missing", f"{context.item.python_name}.{name} is not defined"
+        elif not failures:
+            status, message = "passed", ""
+        else:
+            first = failures[0]
+            status = "error" if not ok and all(o.kind == "error" for o in failures) else "failed"
+            message = f"{first.case_id}: {_failure_text(name, first, layout)}"
+        passed = len(ok)
+        score = round(points * passed / total, 4) if total and status != "missing" else 0.0
+        checks.append(CheckResult(
+            name=name, kind="method", status=status, passed=passed if status != "missing" else 0, total=total,
+            message=message[:500], layout=_layout_text(name, layout) if ok else None, points=points,
+            score=score, cases=tuple(o.case_id for o in results),
+            violations=tuple(violations[name].values())))
+    return tuple(checks)
+
+
+def _matches(name: str, outcome: _Outcome, layout) -> bool:
+    if name == "_convert_kernel":
+        return layout[0] in outcome.layouts
+    if name == "_convert_input":
+        return layout in outcome.layouts
+    return bool(outcome.layouts)
+
+
+def _failure_text(name: str, outcome: _Outcome, layout) -> str:
+    if not outcome.layouts:
+        return outcome.message
+    # Right values, in a layout its partner method (or its other cases) does not share.
+    found = sorted(outcome.layouts)[0]
+    if name == "_convert_kernel":
+        return (f"its columns are ordered ({_axes(found, REDUCTION_AXES)}) but _convert_input's rows "
+                f"are ordered ({_axes(layout[0], REDUCTION_AXES)}): the two must agree")
+    if found[0] != layout[0]:
+        return (f"its rows are ordered ({_axes(found[0], REDUCTION_AXES)}) but _convert_kernel's "
+                f"columns are ordered ({_axes(layout[0], REDUCTION_AXES)}): the two must agree")
+    return (f"its columns are ordered ({_axes(found[1], COLUMN_AXES)}), unlike the other cases' "
+            f"({_axes(layout[1], COLUMN_AXES)})")
+
+
+def _layout_text(name: str, layout) -> str:
+    if name == "_convert_kernel":
+        return f"columns ({_axes(layout[0], REDUCTION_AXES)})"
+    if name == "_convert_input":
+        return f"rows ({_axes(layout[0], REDUCTION_AXES)}), columns ({_axes(layout[1], COLUMN_AXES)})"
+    return UNSQUEEZE_LAYOUT
+
+
+def _axes(order: tuple[int, ...], names: tuple[str, ...]) -> str:
+    return ", ".join(names[i] for i in order)
+
+
+def run_checks(context: CheckContext) -> tuple[CheckResult, ...]:
+    """The item's configured checks: its helper methods (judged together: the V2 pair must
+    agree on a layout), then speed."""
+    methods = [(name, points) for name, points in context.item.checks if name in METHOD_NAMES]
+    results = method_checks(context, methods) if methods else ()
+    speed = context.item.check_points("speed")
+    if speed is not None:
+        results += (speed_check(context, _speed_spec(context), case_seed(context.seed, f"speed-{context.item.name}")),)
+    return results
+
+
+def _reference():
+    try:
+        from reference import conv2d
+    except ImportError:
+        return None
+    return conv2d
+
+
+def method_checks(context: CheckContext, methods: list[tuple[str, float]]) -> tuple[CheckResult, ...]:
+    reference = _reference()
+    if reference is None:
+        return tuple(not_run(name, "method", points, NO_REFERENCE) for name, points in methods)
+    cases = _method_cases(context.runs)
+    if not cases:
+        reason = "not checked: no case with the course's signature was graded"
+        return tuple(not_run(name, "method", points, reason) for name, points in methods)
+    names = [name for name, _ in methods]
+    outcomes: dict[str, list[_Outcome]] = {name: [] for name in names}
+    violations: dict[str, dict[str, tuple[str, str | None, str]]] = {name: {} for name in names}
+    for case in cases:
+        data, kernel = make_tensors(case)
+        timed_out = False
+        for name in names:
+            run = method_call(context, case, _method_plan(name, case), {"input": data, "kernel": kernel})
+            outcome, hits = _judge(reference, name, case, run, data, kernel, context.item.forbidden_operators)
+            outcomes[name].append(outcome)
+            for operator, location in hits:
+                violations[name].setdefault(operator, (operator, location, case.id))
+            timed_out = timed_out or run.status in ("timeout", "not_run")
+        if timed_out:
+            break  # a class that hangs would spend the time limit on every case
+    return _aggregate(context, methods, outcomes, violations)
+
+
+def _speed_spec(context: CheckContext) -> SpeedSpec:
+    generator = torch.Generator().manual_seed(case_seed(context.seed, f"speed-{context.item.name}"))
+
+    def randn(*shape):
+        return torch.randn(shape, generator=generator, dtype=torch.float64).to(torch.float32)
+
+    t, c = TIME_PARAMS, COUNT_PARAMS
+    tensors = {
+        "time_input": randn(t["batch"], t["in_channels"], t["height"], t["width"]),
+        "time_kernel": randn(t["out_channels"], t["in_channels"], t["kernel_size"], t["kernel_size"]),
+        "count_small": randn(c["batch"], c["in_channels"], COUNT_SIZES[0], COUNT_SIZES[0]),
+        "count_large": randn(c["batch"], c["in_channels"], COUNT_SIZES[1], COUNT_SIZES[1]),
+        "count_kernel": randn(c["out_channels"], c["in_channels"], c["kernel_size"], c["kernel_size"]),
+    }
+
+    def construct(params: dict, kernel: str) -> Plan:
+        from grader.plan import New
+
+        arguments = (params["in_channels"], params["out_channels"], params["kernel_size"], params["stride"])
+        return Plan((New(args=arguments, bind="layer"), Call("layer", method="set_kernel", args=(Tensor(kernel),))))
+
+    def one_call(data: str) -> Plan:
+        return Plan((Call("layer", args=(Tensor(data),)),))
+
+    side = [size - c["kernel_size"] + 1 for size in COUNT_SIZES]
+    return SpeedSpec(
+        baseline_name=BASELINE, params=tuple(t.items()),
+        setup=construct(t, "time_kernel"), student=one_call("time_input"),
+        baseline=Plan((Call(Trusted(BASELINE), args=(Tensor("time_input"), Tensor("time_kernel")),
+                            kwargs=(("stride", t["stride"]),)),)),
+        count=((construct(c, "count_kernel"), one_call("count_small")),
+               (construct(c, "count_kernel"), one_call("count_large"))),
+        count_labels=(f"{side[0]}x{side[0]} output", f"{side[1]}x{side[1]} output"),
+        tensors=tensors, repeats=REPEATS)
