@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import Assignment, GroupSpec, ItemSpec
+from .config import Assignment, GroupSpec, ItemSpec, setting_value
 from .errors import ConfigError, UsageError
-from .params import Params
+from .params import Params, draw
 
 MAX_SAMPLING_TRIES = 20_000
 
@@ -30,6 +30,8 @@ class Case:
     hidden: bool
     inputs: str
     items: tuple[str, ...]
+    # The group's settings (what bounds a draw, or how a case is judged), not drawn.
+    settings: Params = Params()
 
     @property
     def key(self) -> str:
@@ -48,30 +50,31 @@ def build_cases(assignment: Assignment, seed: int, devices: tuple[str, ...],
     cases = []
     for group in assignment.groups:
         items = group.items or item_names
+        settings = Params(tuple((name, setting_value(values)) for name, values in group.settings))
         for index in range(1, group.count + 1):
             case_id = f"{group.name}-{index:03d}"
             if only_case is not None and case_id != only_case:
                 continue
-            params = sample_params(assignment, group, case_id, seed)
+            params = sample_params(assignment, group, case_id, seed, index)
             for device in devices:
                 if device in group.devices:
                     cases.append(Case(id=case_id, group=group.name, params=params, device=device,
                                       seed=case_seed(seed, case_id), hidden=group.hidden,
-                                      inputs=group.inputs, items=items))
+                                      inputs=group.inputs, items=items, settings=settings))
     if only_case is not None and not cases:
-        known = ", ".join(f"{g.name}-001..{g.count:03d}" for g in assignment.groups)
+        known = ", ".join(dict.fromkeys(f"{g.name}-001..{g.count:03d}" for g in assignment.groups))
         raise UsageError(f"no case {only_case!r} for the selected devices (cases: {known})")
     return tuple(cases)
 
 
-def sample_params(assignment: Assignment, group: GroupSpec, case_id: str, seed: int) -> Params:
+def sample_params(assignment: Assignment, group: GroupSpec, case_id: str, seed: int, index: int = 1) -> Params:
     subject = assignment.subject
     rng = random.Random(f"{seed}/{case_id}/params")
-    settings = {name: max(values) if all(isinstance(v, (int, float)) for v in values) else values[0]
-                for name, values in group.settings}
+    settings = {name: setting_value(values) for name, values in group.settings}
     used = used_parameters(assignment, group)
+    space = subject.space
     for _ in range(MAX_SAMPLING_TRIES):
-        values = {name: rng.choice(choices) for name, choices in group.params}
+        values = {name: draw(space[name], choices, rng, index) for name, choices in group.params if name in used}
         values = subject.draw(values, group.require)
         params = Params.of(values, used)
         if subject.accept(params, settings) and all(subject.constraints[rule](params) for rule in group.require):

@@ -44,19 +44,34 @@ class Answer:
     expected: Expected
 
 
-def answers_for(assignment: Assignment, item: ItemSpec, case: Case) -> tuple[Answer, ...]:
+@dataclass(frozen=True)
+class Answers:
+    """A case's answer per output, and the alternatives the item accepts (label, answers)."""
+    primary: tuple[Answer, ...]
+    alternatives: tuple[tuple[str, tuple[Answer, ...]], ...] = ()
+    step_labels: tuple[str, ...] = ()     # per plan step, how messages name it ("" for none)
+
+
+def answers_for(assignment: Assignment, item: ItemSpec, case: Case) -> Answers:
     task = assignment.task_of(item)
     return _answers(task, case, assignment.tolerance, item.options)
 
 
 @lru_cache(maxsize=1024)
-def _answers(task: Task, case: Case, tolerance: tuple, options: tuple) -> tuple[Answer, ...]:
+def _answers(task: Task, case: Case, tolerance: tuple, options: tuple) -> Answers:
     options_map = dict(options)
     plan = task.plan(case, options_map)
+
+    def named(expected: dict) -> tuple[Answer, ...]:
+        return tuple(Answer(name, plan.label_of(name) if len(plan.outputs) > 1 else "", expected[name])
+                     for name in plan.outputs)
+
+    inputs = task.inputs(case)
     with _one_thread():
-        expected = task.expected(case, task.inputs(case), dict(tolerance), options_map)
-    return tuple(Answer(name, plan.label_of(name) if len(plan.outputs) > 1 else "", expected[name])
-                 for name in plan.outputs)
+        primary = named(task.expected(case, inputs, dict(tolerance), options_map))
+        others = task.alternatives(case, inputs, dict(tolerance), options_map)
+    labels = tuple(getattr(step, "label", "") for step in plan.steps)
+    return Answers(primary, tuple((label, named(expected)) for label, expected in others.items()), labels)
 
 
 @contextmanager
@@ -78,7 +93,24 @@ def judge_run(assignment: Assignment, item: ItemSpec, run: CaseRun) -> Compariso
     return compare(run, answers_for(assignment, item, run.case), assignment.task_of(item).input_labels)
 
 
-def compare(run: CaseRun, answers: tuple[Answer, ...], input_labels: Mapping[str, str] | None = None) -> Comparison:
+def compare(run: CaseRun, answers: Answers | tuple[Answer, ...],
+            input_labels: Mapping[str, str] | None = None) -> Comparison:
+    """The verdict on a run: against the answers, or else one accepted alternative."""
+    if not isinstance(answers, Answers):
+        answers = Answers(tuple(answers))
+    verdict = _compare_all(run, answers.primary, input_labels, answers.step_labels)
+    if verdict.verdict != "failed":
+        return verdict
+    for label, alternative in answers.alternatives:
+        other = _compare_all(run, alternative, input_labels, answers.step_labels)
+        if other.verdict == "passed":
+            return Comparison("passed", f"matches {label}, which this item accepts", other.expected_shape,
+                              other.actual_shape, other.max_abs_error, other.tolerance, values_match=True)
+    return verdict
+
+
+def _compare_all(run: CaseRun, answers: tuple[Answer, ...], input_labels: Mapping[str, str] | None,
+                 step_labels: tuple[str, ...] = ()) -> Comparison:
     shape = tuple(answers[0].expected.value.shape) if answers else ()
     if run.status == "skipped":
         return Comparison("skipped", run.message, shape)
@@ -89,7 +121,7 @@ def compare(run: CaseRun, answers: tuple[Answer, ...], input_labels: Mapping[str
     if run.status == "crashed":
         return Comparison("error", run.message, shape)
     if run.status == "error":
-        return Comparison("error", _error_message(run, answers), shape)
+        return Comparison("error", _error_message(run, step_labels), shape)
     verdicts = []
     for answer in answers:
         verdict = _compare_output(run, run.output_named(answer.name), answer, input_labels or {})
@@ -107,11 +139,14 @@ def compare(run: CaseRun, answers: tuple[Answer, ...], input_labels: Mapping[str
                       worst.tolerance, values_match=True)
 
 
-def _error_message(run: CaseRun, answers: tuple[Answer, ...]) -> str:
+def _error_message(run: CaseRun, step_labels: tuple[str, ...]) -> str:
+    step = run.error_step
+    label = step_labels[step] if step is not None and step < len(step_labels) else ""
+    prefix = f"{label}: " if label else ""
     if run.error is None:
-        return run.message or "raised an error"
+        return prefix + (run.message or "raised an error")
     where = f" ({run.error.location})" if run.error.location else ""
-    return f"raised {run.error.message}{where}"
+    return f"{prefix}raised {run.error.message}{where}"
 
 
 def _compare_output(run: CaseRun, output: OutputRun | None, answer: Answer,

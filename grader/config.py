@@ -106,6 +106,7 @@ class Assignment:
     violation_penalty: str = "zero"
     subject: Subject = field(default=None, compare=False, repr=False)
     subject_files: tuple[Path, ...] = field(default=(), compare=False, repr=False)
+    settings: tuple[tuple[str, Any], ...] = ()
 
     def item(self, name: str) -> ItemSpec:
         return next(spec for spec in self.items if spec.name == name)
@@ -116,6 +117,11 @@ class Assignment:
 
     def groups_for(self, item_name: str) -> tuple[GroupSpec, ...]:
         return tuple(g for g in self.groups if g.items is None or item_name in g.items)
+
+    @property
+    def default_settings(self) -> dict[str, Any]:
+        """Settings for a case outside the groups (--params): the top-level defaults'."""
+        return dict(self.settings)
 
     @property
     def tolerance_map(self) -> dict[str, float]:
@@ -165,13 +171,25 @@ def load_assignment(id_or_path: str) -> Assignment:
     penalty = _typed(top, "violation_penalty", str, "", default="zero")
     if penalty not in VIOLATION_PENALTIES:
         raise ConfigError(f"violation_penalty: one of {', '.join(VIOLATION_PENALTIES)}")
-    items = tuple(_item_spec(subject, name, body, forbidden) for name, body in
-                  _mapping(top.get("items"), "items", required=True).items())
+    raw_items = _mapping(top.get("items"), "items", required=True)
+    items = tuple(_item_spec(subject, name, body, forbidden) for name, body in raw_items.items())
     if not items:
         raise ConfigError("items: at least one item is needed")
     item_names = {item.name for item in items}
-    groups = tuple(_group_spec(subject, name, body, defaults, devices, item_names) for name, body in
-                   _mapping(top.get("groups"), "groups", required=True).items())
+    groups = [_group_spec(subject, name, body, defaults, devices, item_names, items) for name, body in
+              _mapping(top.get("groups"), "groups").items()]
+    # An item's own groups: the same names may recur in other items (each item's basic-001).
+    for item in items:
+        where = f"items.{item.name}"
+        body = _mapping(raw_items[item.name], where)
+        own_defaults = _params(subject, body.get("defaults", {}), f"{where}.defaults", base=defaults)
+        for name, group_body in _mapping(body.get("groups"), f"{where}.groups").items():
+            group = _group_spec(subject, name, group_body, own_defaults, devices, item_names, items,
+                                where=f"{where}.groups.{name}", only_item=item.name)
+            if any(g.name == group.name and (g.items is None or item.name in g.items) for g in groups):
+                raise ConfigError(f"{where}.groups.{name}: the item already has a group {name!r}")
+            groups.append(group)
+    groups = tuple(groups)
     if not groups:
         raise ConfigError("groups: at least one group is needed")
     tolerance = _tolerance(subject, top.get("tolerance", {}))
@@ -194,7 +212,13 @@ def load_assignment(id_or_path: str) -> Assignment:
         violation_penalty=penalty,
         subject=subject,
         subject_files=modules,
+        settings=tuple((s.name, setting_value(defaults[s.name])) for s in subject.settings if s.name in defaults),
     )
+
+
+def setting_value(values: tuple) -> Any:
+    """What a group's setting is: the largest of its numbers (a cap), or its first word."""
+    return max(values) if all(isinstance(v, (int, float)) for v in values) else values[0]
 
 
 def subject_modules(path: Path) -> tuple[Path, ...]:
@@ -252,7 +276,8 @@ def _item_spec(subject: Subject, name: Any, body: Any, forbidden: tuple[str, ...
     if not isinstance(name, str) or not name.isidentifier():
         raise ConfigError(f"{where}: item names must be Python identifiers")
     body = _mapping(body, where)
-    _only_keys(body, where, {"points", "case_s", "forbidden_operators", "checks", "task", "name", "options"})
+    _only_keys(body, where, {"points", "case_s", "forbidden_operators", "checks", "task", "name", "options",
+                             "defaults", "groups"})
     task_name = _typed(body, "task", str, where, default=subject.default_task or name)
     task = subject.tasks.get(task_name)
     if task is None:
@@ -303,6 +328,9 @@ def _options(task: Task, raw: Any, where: str) -> tuple[tuple[str, Any], ...]:
         if type(value) is not type(default) and not (isinstance(default, float) and isinstance(value, int)
                                                      and not isinstance(value, bool)):
             raise ConfigError(f"{where}.{key}: expected {type(default).__name__}, got {type(value).__name__}")
+        allowed = task.option_choices.get(key)
+        if allowed is not None and value not in allowed:
+            raise ConfigError(f"{where}.{key}: one of {', '.join(map(str, allowed))}")
         values[key] = value
     return tuple(sorted(values.items()))
 
@@ -326,13 +354,14 @@ def _operator_list(raw: Any, where: str) -> tuple[str, ...]:
 
 
 def _group_spec(subject: Subject, name: Any, body: Any, defaults: dict, devices: tuple[str, ...],
-                item_names: set[str]) -> GroupSpec:
-    where = f"groups.{name}"
+                item_names: set[str], items: tuple[ItemSpec, ...], where: str | None = None,
+                only_item: str | None = None) -> GroupSpec:
+    where = where or f"groups.{name}"
     if not isinstance(name, str) or not name.replace("_", "a").isalnum():
         raise ConfigError(f"{where}: group names are letters, digits and underscores")
     body = _mapping(body, where)
-    _only_keys(body, where, {"description", "count", "weight", "hidden", "inputs", "params",
-                             "require", "items", "devices"})
+    allowed = {"description", "count", "weight", "hidden", "inputs", "params", "require", "devices"}
+    _only_keys(body, where, allowed if only_item else allowed | {"items"})
     count = _typed(body, "count", int, where, required=True)
     if count < 1:
         raise ConfigError(f"{where}.count: must be at least 1")
@@ -345,12 +374,16 @@ def _group_spec(subject: Subject, name: Any, body: Any, defaults: dict, devices:
     require = body.get("require", [])
     if not isinstance(require, list) or any(r not in subject.constraints for r in require):
         raise ConfigError(f"{where}.require: a list of {', '.join(subject.constraints)}")
-    items = body.get("items")
-    if items is not None:
-        if not isinstance(items, list) or any(i not in item_names for i in items):
+    members = (only_item,) if only_item else body.get("items")
+    if members is not None:
+        if not isinstance(members, list | tuple) or any(i not in item_names for i in members):
             raise ConfigError(f"{where}.items: a list of configured items ({', '.join(sorted(item_names))})")
-        items = tuple(items)
+        members = tuple(members)
     params = _params(subject, body.get("params", {}), f"{where}.params", base=defaults)
+    for needed in _used(subject, [i for i in items if members is None or i.name in members]):
+        if needed not in params:
+            raise ConfigError(f"defaults: missing {needed} (needed by {where})" if not only_item else
+                              f"{where}.params: no value for {needed} (in defaults, the item's defaults or here)")
     drawn = {p.name for p in subject.parameters}
     return GroupSpec(
         name=name,
@@ -359,10 +392,10 @@ def _group_spec(subject: Subject, name: Any, body: Any, defaults: dict, devices:
         weight=float(weight),
         hidden=_typed(body, "hidden", bool, where, default=False),
         inputs=inputs,
-        params=tuple((p.name, params[p.name]) for p in subject.parameters),
-        settings=tuple((s.name, params[s.name]) for s in subject.settings if s.name not in drawn),
+        params=tuple((p.name, params[p.name]) for p in subject.parameters if p.name in params),
+        settings=tuple((s.name, params[s.name]) for s in subject.settings if s.name not in drawn and s.name in params),
         require=tuple(require),
-        items=items,
+        items=members,
         devices=_devices(body["devices"], f"{where}.devices") if "devices" in body else devices,
     )
 
@@ -377,11 +410,16 @@ def _params(subject: Subject, raw: Any, where: str, base: dict) -> dict:
         if isinstance(values, str):
             raise ConfigError(f"{where}.{name}: {values}")
         params[name] = values
-    if not base:  # the defaults block must define every parameter
-        missing = [p for p in declared if p not in params]
-        if missing:
-            raise ConfigError(f"{where}: missing {', '.join(missing)}")
     return params
+
+
+def _used(subject: Subject, items: list[ItemSpec]) -> list[str]:
+    """The parameters and settings these items' tasks draw from, in the subject's order."""
+    wanted = set()
+    for item in items:
+        task = subject.tasks[item.task]
+        wanted.update(task.parameters if task.parameters is not None else (p.name for p in subject.parameters))
+    return [p.name for p in subject.parameters if p.name in wanted] + [s.name for s in subject.settings]
 
 
 def _devices(raw: Any, where: str) -> tuple[str, ...]:

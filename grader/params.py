@@ -7,6 +7,7 @@ writes `--params` replay lines and reads them back with these declarations alone
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
@@ -14,43 +15,87 @@ PARAM_KINDS = ("int", "float", "choice", "shape")
 
 
 @dataclass(frozen=True)
+class Range:
+    """An entry of a parameter's choices that is itself drawn: an integer or a number between
+    `low` and `high` (inclusive), uniformly or, with `log`, uniformly in its logarithm."""
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    def draw(self, rng: random.Random):
+        if self.integer:
+            if self.log:
+                return int(round(math.exp(rng.uniform(math.log(self.low), math.log(self.high)))))
+            return rng.randint(int(self.low), int(self.high))
+        if self.log:
+            return math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
+        return rng.uniform(self.low, self.high)
+
+
+@dataclass(frozen=True)
 class Parameter:
     """One parameter: `int` (at least `minimum`), `float` (within [minimum, maximum]),
-    `choice` (one of `choices`) or `shape` (a tuple of positive ints, written 2x3x4)."""
+    `choice` (one of `choices`) or `shape` (a tuple of positive ints, written 2x3x4).
+    `specials`: words allowed besides values, which the subject resolves when it draws
+    (e.g. "all" for "as many as there are"). `cycled`: a group's list of values is taken
+    in case order instead of at random, so that a group of two cases has both of two kinds."""
     name: str
     kind: str
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] = ()
     description: str = ""
+    specials: tuple[str, ...] = ()
+    cycled: bool = False
 
     def __post_init__(self):
         if self.kind not in PARAM_KINDS:
             raise ValueError(f"parameter {self.name}: kind must be one of {', '.join(PARAM_KINDS)}")
 
     def config_values(self, value: Any) -> tuple[Any, ...] | str:
-        """A config value (one value, a list, or "LOW..HIGH" for ints) as the tuple of values it
-        allows, or a one-line reason why it is not valid."""
-        if self.kind == "int" and isinstance(value, str) and ".." in value:
-            low, _, high = value.partition("..")
-            try:
-                values: list = list(range(int(low), int(high) + 1))
-            except ValueError:
-                return "a range is written 'LOW..HIGH' with integers"
-        else:
-            values = value if isinstance(value, list) else [value]
+        """A config value as the tuple of choices it allows, or a one-line reason why it is not
+        valid. One value; a list of values (a case draws one entry); "LOW..HIGH" for integers,
+        all of them (one is drawn uniformly); "LOW..HIGH" or "LOW..HIGH log" for numbers, and as
+        an entry of a list for either, a range drawn from when that entry is picked."""
+        if self.kind == "int" and isinstance(value, str) and _is_range(value) and not value.endswith(" log"):
+            parsed = self._range(value)
+            if isinstance(parsed, str):
+                return parsed
+            return tuple(range(int(parsed.low), int(parsed.high) + 1))
+        values = value if isinstance(value, list) else [value]
         if not values:
             return "at least one value"
         parsed = []
         for item in values:
-            checked = self.check(item)
+            checked = self._range(item) if isinstance(item, str) and _is_range(item) else self.check(item)
             if isinstance(checked, str):
                 return checked
-            parsed.append(checked[0])
+            parsed.append(checked if isinstance(checked, Range) else checked[0])
         return tuple(parsed)
+
+    def _range(self, text: str) -> Range | str:
+        if self.kind not in ("int", "float"):
+            return f"{self.name} takes no ranges"
+        body, log = (text[:-4], True) if text.endswith(" log") else (text, False)
+        low, _, high = body.partition("..")
+        try:
+            bounds = (int(low), int(high)) if self.kind == "int" else (float(low), float(high))
+        except ValueError:
+            kind = "integers" if self.kind == "int" else "numbers"
+            return f"a range is written 'LOW..HIGH' with {kind}"
+        if bounds[0] > bounds[1] or (log and bounds[0] <= 0):
+            return "a range needs LOW <= HIGH (and LOW > 0 with log)"
+        for bound in bounds:
+            checked = self.check(bound)
+            if isinstance(checked, str):
+                return checked
+        return Range(bounds[0], bounds[1], log=log, integer=self.kind == "int")
 
     def check(self, value: Any) -> tuple[Any] | str:
         """(the value, normalised) when it is valid, else the reason."""
+        if isinstance(value, str) and value in self.specials:
+            return (value,)
         if self.kind == "choice":
             return (value,) if value in self.choices else f"one of {', '.join(self.choices)} or a list of them"
         if self.kind == "shape":
@@ -95,6 +140,16 @@ class Parameter:
         if self.kind == "float":
             return repr(float(value))
         return str(value)
+
+
+def _is_range(text: str) -> bool:
+    return ".." in text
+
+
+def draw(parameter: Parameter, choices: tuple, rng: random.Random, index: int):
+    """One value of a parameter for the case with this index (1-based) in its group."""
+    entry = choices[(index - 1) % len(choices)] if parameter.cycled else rng.choice(choices)
+    return entry.draw(rng) if isinstance(entry, Range) else entry
 
 
 def parse_shape(text: str) -> tuple[int, ...] | None:

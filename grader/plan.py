@@ -51,7 +51,7 @@ class New:
     # the case `unsupported` (no points), which the report keeps apart from a wrong answer.
     optional_kwargs: tuple[tuple[str, Any], ...] = ()
     bind: str = "obj"
-    label: str = ""
+    label: str = ""                # how messages name this step ("" for none)
 
 
 @dataclass(frozen=True)

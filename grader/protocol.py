@@ -55,7 +55,9 @@ def tensor_to_wire(tensor: torch.Tensor) -> tuple[dict, bytes]:
     return {"dtype": DTYPE_NAMES[plain.dtype], "shape": list(plain.shape)}, raw
 
 
-def tensor_from_wire(spec: dict, raw: bytes) -> torch.Tensor:
+def tensor_from_wire(spec: dict, raw) -> torch.Tensor:
+    """A plain tensor from its spec and bytes (bytes, or a writable buffer such as a slice of
+    the channel's own: one copy is made, the tensor's own)."""
     dtype = WIRE_DTYPES.get(spec.get("dtype"))
     shape = spec.get("shape")
     if dtype is None or not isinstance(shape, list) or \
@@ -70,7 +72,9 @@ def tensor_from_wire(spec: dict, raw: bytes) -> torch.Tensor:
     try:
         if count == 0:
             return torch.empty(shape, dtype=dtype)
-        return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(dtype).reshape(shape).clone()
+        if isinstance(raw, bytes):
+            raw = bytearray(raw)
+        return torch.frombuffer(raw, dtype=torch.uint8).view(dtype).reshape(shape).clone()
     except (RuntimeError, TypeError, ValueError, OverflowError) as exc:  # [0, 10**30]: empty, yet too big
         raise ProtocolError(f"malformed tensor spec: {str(exc)[:100]}") from None
 
@@ -110,31 +114,46 @@ class Channel:
 
     def receive(self, deadline: float | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
         """The next message. A timeout keeps what has arrived so far: the caller polls with
-        short deadlines, and a message split across polls must not desynchronise the stream."""
+        short deadlines, and a message split across polls must not desynchronise the stream.
+        Tensors are read straight out of the receive buffer: a message costs its size once
+        for the buffer and once for the tensors, never more (a worker can send 32 MB)."""
         header_len, payload_len = LENGTHS.unpack(self._fill(LENGTHS.size, deadline))
         if header_len > HEADER_LIMIT or payload_len > PAYLOAD_LIMIT:
             raise ProtocolError(f"message too large ({header_len} + {payload_len} bytes)")
-        whole = self._fill(LENGTHS.size + header_len + payload_len, deadline)
-        del self._buffer[:len(whole)]
+        total = LENGTHS.size + header_len + payload_len
+        self._fill(total, deadline)
+        view = memoryview(self._buffer)
         try:
-            header = json.loads(whole[LENGTHS.size:LENGTHS.size + header_len])
+            return self._decode(view, header_len, total)
+        finally:
+            view.release()
+            del self._buffer[:total]
+
+    @staticmethod
+    def _decode(view: memoryview, header_len: int, total: int) -> tuple[dict, dict[str, torch.Tensor]]:
+        try:
+            header = json.loads(bytes(view[LENGTHS.size:LENGTHS.size + header_len]))
         except (ValueError, RecursionError):  # json raises RecursionError for deep nesting
             raise ProtocolError("header is not JSON") from None
         if not isinstance(header, dict):
             raise ProtocolError("header is not an object")
-        payload = whole[LENGTHS.size + header_len:]
+        start = LENGTHS.size + header_len
         tensors = {}
         specs = header.pop("tensors", {}) or {}
         if not isinstance(specs, dict):
             raise ProtocolError("tensors is not an object")
-        offset = 0
+        offset = start
         for name, spec in specs.items():
             if not isinstance(spec, dict) or not isinstance(spec.get("nbytes"), int) or spec["nbytes"] < 0:
                 raise ProtocolError("malformed tensor spec")
             end = offset + spec["nbytes"]
-            if end > len(payload):
+            if end > total:
                 raise ProtocolError("tensor bytes run past the payload")
-            tensors[name] = tensor_from_wire(spec, payload[offset:end])
+            part = view[offset:end]
+            try:
+                tensors[name] = tensor_from_wire(spec, part)
+            finally:
+                part.release()
             offset = end
         return header, tensors
 
@@ -159,7 +178,8 @@ class Channel:
             view = view[written:]
 
     def _fill(self, size: int, deadline: float | None) -> bytes:
-        """The first `size` buffered bytes, reading until they have arrived (not consumed)."""
+        """The first `size` buffered bytes, reading until they have arrived (not consumed;
+        returned as bytes only when they are few: the length prefix)."""
         while len(self._buffer) < size:
             if deadline is not None:
                 wait = deadline - time.monotonic()
@@ -172,4 +192,4 @@ class Channel:
             if not chunk:
                 raise ChannelClosed("the other side closed the channel")
             self._buffer.extend(chunk)
-        return bytes(self._buffer[:size])
+        return bytes(self._buffer[:size]) if size <= LENGTHS.size else b""

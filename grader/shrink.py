@@ -79,7 +79,8 @@ def custom_case(assignment: Assignment, params: Params, device: str, seed: int, 
     text = format_params(params, assignment.subject.space)
     case_id = "custom-" + hashlib.sha256(text.encode()).hexdigest()[:6]
     return Case(id=case_id, group="custom", params=params, device=device, seed=case_seed(seed, case_id),
-                hidden=False, inputs="random", items=items)
+                hidden=False, inputs=assignment.subject.input_kinds[0], items=items,
+                settings=Params(assignment.settings))
 
 
 def smallest_failure_check(assignment: Assignment, seed: int, submission_path: str,

@@ -63,6 +63,7 @@ class Task:
     parameters: tuple[str, ...] | None = None   # the subject's parameters it uses (None: all)
     check_names: tuple[str, ...] = ()    # extra checks an item of this task may configure
     option_defaults: Mapping[str, Any] = {}     # per-item options an instructor may set
+    option_choices: Mapping[str, tuple] = {}    # the values an option may take, where listed
     input_labels: Mapping[str, str] = {}        # how messages name the input tensors
 
     def inputs(self, case: "Case") -> dict[str, torch.Tensor]:
@@ -76,6 +77,12 @@ class Task:
                  options: Mapping[str, Any]) -> dict[str, Expected]:
         """Per output the plan names: the float64 answer and its tolerance."""
         raise NotImplementedError
+
+    def alternatives(self, case: "Case", inputs: Mapping[str, torch.Tensor], tolerance: Mapping[str, float],
+                     options: Mapping[str, Any]) -> dict[str, dict[str, Expected]]:
+        """Other answers this item accepts (an instructor's option, say), by a label the report
+        shows: a case passes when every output matches the answer or one alternative."""
+        return {}
 
     def likely_causes(self, results: tuple, options: Mapping[str, Any]) -> tuple[LikelyCause, ...]:
         """Causes for one item's case results (score.CaseResult), most costly first."""

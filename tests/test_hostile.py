@@ -583,3 +583,98 @@ def test_every_fixture_gets_a_valid_report(grade):
         if name == SQUAT and os.geteuid() != 0:
             continue
         assert_grader_report(grade(name))
+
+
+# --- 10. bounds on a whole submission, and what a student sees ----------------------------------
+
+def _config_with(tmp_path: Path, change) -> Path:
+    """The hostile config with paths made absolute, changed by `change(data)`, in tmp_path."""
+    import yaml
+
+    data = yaml.safe_load(ASSIGNMENT.read_text())
+    for key in ("scaffold", "subject"):
+        data[key] = str((HOSTILE / data[key]).resolve())
+    change(data)
+    path = tmp_path / "assignment.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _run_grader(command: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, float, int]:
+    """(result, wall seconds, the grader process's peak resident memory in KB, read from
+    /proc while it runs: VmHWM only grows, so the last reading is its peak)."""
+    import threading
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    started = time.monotonic()
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = [0]
+
+    def watch():
+        while process.poll() is None:
+            try:
+                status = Path(f"/proc/{process.pid}/status").read_text()
+                peak[0] = max(peak[0], int(status.split("VmHWM:")[1].split()[0]))
+            except (OSError, IndexError, ValueError):
+                pass
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    stdout, stderr = process.communicate(timeout=300)
+    watcher.join()
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr), time.monotonic() - started, peak[0]
+
+
+def test_a_submission_that_sleeps_under_each_limit_is_bounded_as_a_whole(tmp_path):
+    config = _config_with(tmp_path, lambda d: d["limits"].update(submission_s=6))
+    out = tmp_path / "report.json"
+    result, wall_s, _ = _run_grader([sys.executable, "-m", "grader", str(HOSTILE / "slow_but_correct.py"),
+                                     "--assignment", str(config), "--device", "cpu", "-o", str(out),
+                                     "--quiet"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    statuses = [c["status"] for item in report["items"].values() for c in item["cases"]]
+    # 9 cases of 1.5 s each would take 13.5 s; the budget stops them at 6.
+    assert "passed" in statuses and "timeout" in statuses
+    budget = [c for item in report["items"].values() for c in item["cases"]
+              if "time budget (6 s) was spent" in c["message"]]
+    assert budget and all(c["status"] == "timeout" for c in budget)
+    assert wall_s < 6 + WALL_LIMIT_S / 2, wall_s
+    assert report["score"] < 100
+
+
+def test_huge_outputs_are_judged_and_let_go(tmp_path):
+    def peak_kb(name: str) -> int:
+        out = tmp_path / f"{name}.json"
+        result, _, peak = _run_grader([sys.executable, "-m", "grader", str(HOSTILE / name), "--assignment",
+                                       str(ASSIGNMENT), "--device", "cpu", "-o", str(out), "--quiet"], tmp_path)
+        assert result.returncode == 0, result.stderr
+        return peak, json.loads(out.read_text())
+
+    baseline, _ = peak_kb("legit_indexing.py")
+    peak, report = peak_kb("huge_outputs.py")
+    cases = [c for item in report["items"].values() for c in item["cases"]]
+    assert len(cases) == 9 and all(c["status"] == "failed" and "output shape" in c["message"] for c in cases)
+    # Holding every output would add 9 x 24 MB = 216 MB; one at a time, a few copies of one.
+    assert peak - baseline < 120 * 1024, (peak, baseline)
+
+
+def test_hidden_cases_leave_no_trace_in_what_a_student_sees(tmp_path):
+    def add_hidden(data):
+        data["groups"]["secret"] = {"description": "hidden cases, larger than any public one", "hidden": True,
+                                    "count": 2, "weight": 1, "params": {"height": "8..9", "width": "8..9"}}
+    config = _config_with(tmp_path, add_hidden)
+    out = tmp_path / "student.json"
+    result, _, _ = _run_grader([sys.executable, "-m", "grader", str(HOSTILE / "hidden_leak.py"), "--assignment",
+                                str(config), "--device", "cpu", "--audience", "student", "-o", str(out)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = out.read_text() + result.stdout
+    report = json.loads(out.read_text())
+    # The instructor's view has hidden cases, and the fixture saw them ...
+    seen = [c["stdout_tail"] for item in report["items"].values() for c in item["cases"]]
+    assert any("SEEN" in tail for tail in seen) and report["score"] == 100
+    # ... but nothing a student gets mentions an input only hidden cases have.
+    import re
+    leaked = [m for m in re.findall(r"SEEN(\d+)x(\d+)", text) if int(m[0]) >= 8 or int(m[1]) >= 8]
+    assert leaked == []
