@@ -112,7 +112,7 @@ def item_reports(assignment: Assignment, submission: Submission, worker_run: Wor
         results = tuple(judged.get((spec.name, run.case.key)) or judge(run, assignment)
                         for run in worker_run.runs if run.item == spec.name)
         groups = _group_summaries(assignment, spec.name, results) if status == "graded" else ()
-        checks = results_of(worker_run.extras, spec.name) if status == "graded" else ()
+        checks = _credit_methods(results_of(worker_run.extras, spec.name), results) if status == "graded" else ()
         score = _item_points(spec.points, groups, checks) if status == "graded" else 0.0
         violations = _violations(assignment, spec, results, submission, checks) if status == "graded" else ()
         penalized = [v for v in violations if v.penalized]
@@ -123,6 +123,28 @@ def item_reports(assignment: Assignment, submission: Submission, worker_run: Wor
                                   score=score, max_score=spec.points, message=message, violations=violations,
                                   groups=groups, cases=results, checks=checks))
     return tuple(reports)
+
+
+def _credit_methods(checks: tuple[CheckResult, ...], results: tuple[CaseResult, ...]) -> tuple[CheckResult, ...]:
+    """An item that passes every case it is graded on never loses method points: its helpers
+    are, by its own __call__'s evidence, arranged as it consumes them, whatever layout a check
+    expected. (Method checks exist to credit right helpers behind a wrong call, never to
+    second-guess right answers.)"""
+    from dataclasses import replace
+
+    counted = [r for r in results if r.status not in ("skipped", "unsupported")]
+    if not counted or any(r.status != "passed" for r in counted):
+        return checks
+    credited = []
+    for check in checks:
+        # A helper that reached a forbidden operator keeps its verdict: crediting covers layouts.
+        if check.kind == "method" and check.status != "not_run" and not check.violations \
+                and check.score < check.points:
+            note = "credited: the item passes every case it is graded on"
+            check = replace(check, status="passed", score=check.points,
+                            message=f"{note} ({check.message})" if check.message else note)
+        credited.append(check)
+    return tuple(credited)
 
 
 def _violations(assignment: Assignment, spec: ItemSpec, results: tuple[CaseResult, ...], submission: Submission,

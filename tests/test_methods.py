@@ -134,3 +134,29 @@ def test_a_class_without_check_config_reports_no_checks():
     jsonschema.validate(data, SCHEMA)
     assert data["items"][V2]["checks"] == []
     assert "methods:" not in render_text(data) and "speed:" not in render_text(data)
+
+
+def test_a_batched_convert_input_that_the_call_broadcasts_over_is_right():
+    """(batch, in*k*k, OH*OW) with the kernel matrix broadcast over the batch: a common, correct
+    way to write the course's V2. It loses no method points."""
+    _, data = graded("methods_batched_layout.py")
+    v2 = data["items"][V2]
+    assert v2["score"] == v2["max_score"] == 35
+    found = methods(data)
+    assert found["_convert_input"]["status"] == "passed" and found["_convert_input"]["passed"] == 6
+    assert found["_convert_input"]["layout"].startswith("reduction (c, ky, kx), positions (b, i, j)")
+    assert "dims: positions, reduction, positions" in found["_convert_input"]["layout"]
+    assert found["_convert_kernel"]["status"] == "passed"
+
+
+def test_a_class_that_passes_every_case_never_loses_method_points():
+    _, data = graded("methods_own_convention.py")
+    v2 = data["items"][V2]
+    counted = [c for c in v2["cases"] if c["status"] not in ("skipped", "unsupported")]
+    assert counted and all(c["status"] == "passed" for c in counted)
+    found = methods(data)
+    # No accepted layout matches the doubled columns alone ...
+    assert "values match no accepted layout" in found["_convert_input"]["message"]
+    # ... yet the class's own __call__ consumes them right on every case: full method points.
+    assert found["_convert_input"]["status"] == "passed" and found["_convert_input"]["score"] == 5
+    assert found["_convert_input"]["message"].startswith("credited: the item passes every case")

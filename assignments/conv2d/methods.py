@@ -67,6 +67,7 @@ class _Outcome:
     kind: str                       # returned, error, missing
     layouts: frozenset = frozenset()
     message: str = ""
+    shapes: tuple = ()              # (layout, the structure of its dims) for each layout found
 
 
 def _method_cases(runs: tuple) -> list[Case]:
@@ -112,39 +113,115 @@ def _judge(reference, name: str, case: Case, run, data: torch.Tensor, kernel: to
     if hits:
         operators = ", ".join(f"aten.{op}" for op, _ in hits)
         return _Outcome(case.id, "returned", message=f"uses {operators}"), hits
-    candidates = _expected(reference, name, case, data, kernel)
-    shape = tuple(next(iter(candidates.values())).shape)
-    if tuple(actual.shape) != shape:
-        return _Outcome(case.id, "returned", message=f"shape {list(actual.shape)}, expected {list(shape)}"), hits
     if not actual.is_floating_point():
         return _Outcome(case.id, "returned", message=f"dtype {str(actual.dtype).removeprefix('torch.')}, "
                                                      "expected floating point values"), hits
-    found = frozenset(layout for layout, expected in candidates.items() if _close(actual, expected, data.dtype))
-    if found:
-        return _Outcome(case.id, "returned", layouts=found), hits
     if name == "_unsqueeze_kernel":
-        message = "values wrong" + _largest_difference(actual, next(iter(candidates.values())))
-    else:
-        message = "values match no accepted layout" + (
-            " (columns: an order of c, ky, kx)" if name == "_convert_kernel"
-            else " (rows: an order of c, ky, kx; columns: an order of b, i, j)")
+        expected = _unsqueezed(reference, case, data, kernel)
+        if tuple(actual.shape) != tuple(expected.shape):
+            return _Outcome(case.id, "returned",
+                            message=f"shape {list(actual.shape)}, expected {list(expected.shape)}"), hits
+        if _close(actual, expected, data.dtype):
+            return _Outcome(case.id, "returned", layouts=frozenset({UNSQUEEZE_LAYOUT})), hits
+        return _Outcome(case.id, "returned", message="values wrong" + _largest_difference(actual, expected)), hits
+    full, kinds = _reference_axes(reference, name, case, data, kernel)
+    found = _arrangements(actual, full, kinds, data.dtype)
+    if found:
+        return _Outcome(case.id, "returned", layouts=frozenset(found), shapes=tuple(sorted(found.items()))), hits
+    standard = _standard_shape(name, case)
+    if actual.numel() != full.numel():
+        return _Outcome(case.id, "returned", message=f"shape {list(actual.shape)}, expected {list(standard)} "
+                                                     f"(or another arrangement of its {full.numel()} values)"), hits
+    message = "values match no accepted layout" + (
+        " (columns: an order of c, ky, kx)" if name == "_convert_kernel"
+        else " (rows: an order of c, ky, kx; columns: an order of b, i, j; batched or transposed)")
     return _Outcome(case.id, "returned", message=message), hits
 
 
-def _expected(reference, name: str, case: Case, data: torch.Tensor, kernel: torch.Tensor) -> dict:
-    """Every accepted result, by layout key, computed in float64 from the reference."""
+def _unsqueezed(reference, case: Case, data: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """The course's one sparse-matrix layout, computed in float64 from the reference."""
+    p = case.params
+    oh, ow = output_height(p), output_width(p)
+    return reference.unsqueeze_kernel(kernel.double(), tuple(data.shape), p.stride, 0, 1, oh, ow)
+
+
+def _reference_axes(reference, name: str, case: Case, data: torch.Tensor, kernel: torch.Tensor):
+    """The reference's result with one axis per meaning, in float64, and each axis's kind:
+    the kernel as (o, c, ky, kx); im2col as (c, ky, kx, b, i, j)."""
+    if name == "_convert_kernel":
+        return kernel.double(), ("o", "r", "r", "r")
     p = case.params
     oh, ow, k = output_height(p), output_width(p), p.kernel_size
-    data, kernel = data.double(), kernel.double()
-    if name == "_unsqueeze_kernel":
-        return {UNSQUEEZE_LAYOUT: reference.unsqueeze_kernel(kernel, tuple(data.shape), p.stride, 0, 1, oh, ow)}
+    columns = reference.convert_input(data.double(), k, p.stride, 1, oh, ow)
+    return columns.view(p.in_channels, k, k, p.batch, oh, ow), ("r", "r", "r", "c", "c", "c")
+
+
+def _standard_shape(name: str, case: Case) -> tuple[int, int]:
+    p = case.params
     if name == "_convert_kernel":
-        return {rows: kernel.permute(0, *(1 + a for a in rows)).reshape(p.out_channels, -1)
-                for rows in PERMUTATIONS}
-    columns = reference.convert_input(data, k, p.stride, 1, oh, ow)
-    full = columns.view(p.in_channels, k, k, p.batch, oh, ow)
-    return {(rows, cols): full.permute(*rows, *(3 + a for a in cols)).reshape(reduction(p), -1)
-            for rows in PERMUTATIONS for cols in PERMUTATIONS}
+        return (p.out_channels, reduction(p))
+    return (reduction(p), p.batch * output_height(p) * output_width(p))
+
+
+def _arrangements(actual: torch.Tensor, full: torch.Tensor, kinds: tuple[str, ...], dtype) -> dict:
+    """Every consistent arrangement of the reference the student's values are: an order of the
+    reference's axes whose values, read row by row, are the student's, and whose sizes give the
+    student's shape by merging neighbours of one kind (reduction axes with reduction axes,
+    batch/position axes with their like: batched, transposed or split results are all right).
+    Keyed by (reduction order, column order), each with the shape's structure (kinds per dim)."""
+    if actual.numel() != full.numel() or actual.numel() == 0:
+        return {}
+    full = full.contiguous()          # strides below are read as the logical order's
+    flat = actual.double().reshape(-1).tolist()
+    reference = full.reshape(-1).tolist()
+    scale = max(max(abs(v) for v in reference), 1.0)
+    tolerance = 16 * torch.finfo(dtype).eps * scale
+    strides = full.stride()
+    probes = sorted({int(len(flat) * f) for f in (0.13, 0.29, 0.41, 0.58, 0.73, 0.91)} | {len(flat) - 1})
+    found = {}
+    for order in itertools.permutations(range(full.dim())):
+        sizes = [full.shape[a] for a in order]
+        if not all(abs(flat[f] - reference[_source(f, sizes, [strides[a] for a in order])]) <= tolerance
+                   for f in probes):
+            continue
+        groups = _grouping(tuple(actual.shape), sizes, [kinds[a] for a in order])
+        if groups is None or not _close(actual.reshape(-1), full.permute(order).reshape(-1), dtype):
+            continue
+        reduction_order = tuple(a - (1 if kinds[0] == "o" else 0) for a in order if kinds[a] == "r")
+        column_order = tuple(a - 3 for a in order if kinds[a] == "c")
+        key = reduction_order if kinds[0] == "o" else (reduction_order, column_order)
+        found.setdefault(key, groups)
+    return found
+
+
+def _source(position: int, sizes: list[int], strides: list[int]) -> int:
+    """Where the value at `position` of the permuted, flattened tensor sits in the original."""
+    source = 0
+    for size, stride in zip(reversed(sizes), reversed(strides)):
+        position, index = divmod(position, size)
+        source += index * stride
+    return source
+
+
+def _grouping(shape: tuple[int, ...], sizes: list[int], kinds: list[str]) -> tuple[str, ...] | None:
+    """The kind of each of `shape`'s dims when consecutive axes of `sizes` merge into it, or None
+    when they cannot, or a dim would mix kinds (axes of size 1 go anywhere)."""
+    structure, axis = [], 0
+    for dim in shape:
+        members, product = [], 1
+        while axis < len(sizes) and (product < dim or (dim == 1 and sizes[axis] == 1 and not members)):
+            members.append(axis)
+            product *= sizes[axis]
+            axis += 1
+        if product != dim:
+            return None
+        real = {kinds[a] for a in members if sizes[a] > 1}
+        if len(real) > 1:
+            return None
+        structure.append(real.pop() if real else "1")
+    if any(sizes[a] != 1 for a in range(axis, len(sizes))):
+        return None
+    return tuple(structure)
 
 
 def _close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> bool:
@@ -194,12 +271,19 @@ def _aggregate(context: CheckContext, methods: list[tuple[str, float]], outcomes
             message = f"{first.case_id}: {_failure_text(name, first, layout)}"
         passed = len(ok)
         score = round(points * passed / total, 4) if total and status != "missing" else 0.0
+        # The structure seen where the fewest axes had size 1 (a 1x1 output hides a dim).
+        structures = [dict(o.shapes).get(_key(name, layout)) for o in ok if o.shapes]
+        structure = max((s for s in structures if s), key=lambda s: sum(k != "1" for k in s), default=None)
         checks.append(CheckResult(
             name=name, kind="method", status=status, passed=passed if status != "missing" else 0, total=total,
-            message=message[:500], layout=_layout_text(name, layout) if ok else None, points=points,
+            message=message[:500], layout=_layout_text(name, layout, structure) if ok else None, points=points,
             score=score, cases=tuple(o.case_id for o in results),
             violations=tuple(violations[name].values())))
     return tuple(checks)
+
+
+def _key(name: str, layout):
+    return layout[0] if name == "_convert_kernel" else layout
 
 
 def _matches(name: str, outcome: _Outcome, layout) -> bool:
@@ -225,11 +309,20 @@ def _failure_text(name: str, outcome: _Outcome, layout) -> str:
             f"({_axes(layout[1], COLUMN_AXES)})")
 
 
-def _layout_text(name: str, layout) -> str:
+def _layout_text(name: str, layout, structure: tuple[str, ...] | None = None) -> str:
+    """The course's 2-D layouts as rows and columns; any other structure by its dims' kinds."""
+    dims = tuple(kind for kind in structure or () if kind != "1")
+    words = {"r": "reduction", "c": "positions", "o": "filters"}
     if name == "_convert_kernel":
-        return f"columns ({_axes(layout[0], REDUCTION_AXES)})"
+        text = f"columns ({_axes(layout[0], REDUCTION_AXES)})"
+        return text if dims in ((), ("o", "r")) else f"{text}; dims: {', '.join(words[k] for k in dims)}"
     if name == "_convert_input":
-        return f"rows ({_axes(layout[0], REDUCTION_AXES)}), columns ({_axes(layout[1], COLUMN_AXES)})"
+        rows, columns = _axes(layout[0], REDUCTION_AXES), _axes(layout[1], COLUMN_AXES)
+        if dims in ((), ("r", "c")):
+            return f"rows ({rows}), columns ({columns})"
+        if dims == ("c", "r"):
+            return f"transposed: rows ({columns}), columns ({rows})"
+        return f"reduction ({rows}), positions ({columns}); dims: {', '.join(words[k] for k in dims)}"
     return UNSQUEEZE_LAYOUT
 
 
