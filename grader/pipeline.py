@@ -20,8 +20,8 @@ from .diagnose import likely_causes
 from .errors import EnvironmentUnavailable, UsageError
 from .params import Params
 from .runner import CaseRun, LoadOutcome, run_submission
-from .score import CaseResult, ItemReport, item_reports, judge
-from .shrink import SmallestFailure, custom_case, items_for_params, smallest_failure_check
+from .score import CaseResult, ItemReport, case_values, item_reports, judge
+from .shrink import SmallestFailures, cause_key, custom_case, items_for_params, smallest_failure_check
 from .submission import Submission, load_submission
 
 # Outputs of failing cases the grader keeps for the likely-cause rules, per submission; the
@@ -98,15 +98,27 @@ def grade(submission_path: Path, assignment: Assignment, seed: int | None = None
     worker_run = run_submission(assignment, submission, cases, cuda_available, extra_hidden or [],
                                 after_public=checks + (task_checks(assignment, seed, replay),),
                                 after_hidden=checks, on_run=on_run)
-    smallest = {name: found for name, found in worker_run.extras if isinstance(found, SmallestFailure)}
-    items = tuple(replace(c, likely_causes=likely_causes(assignment, assignment.item(c.name), c.cases),
-                          smallest_failure=smallest.get(c.name))
-                  for c in item_reports(assignment, submission, worker_run, judged))
+    shrunk = {name: found for name, found in worker_run.extras if isinstance(found, SmallestFailures)}
+    items = tuple(_diagnosed(assignment, report, shrunk.get(report.name))
+                  for report in item_reports(assignment, submission, worker_run, judged))
     return GradeReport(
         assignment=assignment, submission=submission, seed=seed, devices=devices, only_case=only_case,
         items=items, load=worker_run.load, protections=worker_run.protections,
         environment=environment_summary(cuda_available), worker_restarts=worker_run.restarts,
         duration_s=round(time.monotonic() - started, 3))
+
+
+def _diagnosed(assignment: Assignment, report: ItemReport, shrunk: SmallestFailures | None) -> ItemReport:
+    """The item's likely causes over all its cases, costliest first, each with the smallest
+    failing case shrinking found for it."""
+    if report.status != "graded":
+        return report
+    spec = assignment.item(report.name)
+    carved = sum(c.points for c in report.checks if c.status != "not_run")
+    causes = likely_causes(assignment, spec, report.cases, case_values(assignment, spec, report.cases, carved))
+    by_cause = dict(shrunk.by_cause) if shrunk is not None else {}
+    return replace(report, likely_causes=causes, cause_failures=tuple(by_cause.get(cause_key(c)) for c in causes),
+                   smallest_failure=shrunk.overall if shrunk is not None else None)
 
 
 def environment_summary(cuda_available: bool) -> tuple[tuple[str, str], ...]:

@@ -31,13 +31,17 @@ def render_text(report: dict, color: bool = False) -> str:
         lines.extend(f"{pad}    {line}" for line in _checks_lines(cls, color))
         for violation in cls["violations"]:
             lines.append(f"{pad}    violation: {violation['message']}")
-        for cause in cls.get("likely_causes", []):
-            lines.append(f"{pad}    likely cause: {cause['cause'].replace('_', ' ')}: {cause['evidence']}")
+        causes = cls.get("likely_causes", [])
+        for cause in causes:
+            cost = f" (costs {_num(cause['points'])} points)" if "points" in cause else ""
+            lines.append(f"{pad}    likely cause: {cause['cause'].replace('_', ' ')}{cost}: {cause['evidence']}")
+            if cause.get("smallest_failing_case"):
+                lines.extend(_smallest_lines(cause["smallest_failing_case"], pad + "      "))
         smallest = cls.get("smallest_failing_case")
+        if smallest and not any(c.get("smallest_failing_case") for c in causes):
+            lines.extend(_smallest_lines(smallest, pad + "    "))
+            continue
         if smallest:
-            lines.append(f"{pad}    smallest failing case: {_describe_case(smallest)}")
-            lines.append(f"{pad}      {smallest['message']}")
-            lines.append(f"{pad}      replay: {smallest['replay']}")
             continue
         # A wrong answer teaches more than a refused keyword, so it is shown first.
         failure = next((c for c in cls["cases"] if c["status"] in ("failed", "error", "timeout")),
@@ -57,6 +61,11 @@ def render_text(report: dict, color: bool = False) -> str:
     if protections:
         lines.append("sandbox: " + ", ".join(sorted(protections)))
     return "\n".join(lines)
+
+
+def _smallest_lines(smallest: dict, pad: str) -> list[str]:
+    return [f"{pad}smallest failing case: {_describe_case(smallest)}", f"{pad}  {smallest['message']}",
+            f"{pad}  replay: {smallest['replay']}"]
 
 
 def _checks_lines(cls: dict, color: bool) -> list[str]:

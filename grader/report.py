@@ -39,6 +39,9 @@ def for_students(data: dict) -> dict:
             cls["smallest_failing_case"] = None
         cls["likely_causes"] = [c for c in cls.get("likely_causes", [])
                                 if not any(i in c["evidence"] for i in hidden_ids)]
+        for cause in cls["likely_causes"]:
+            if (cause.get("smallest_failing_case") or {}).get("started_from") in hidden_ids:
+                cause["smallest_failing_case"] = None
         for violation in cls.get("violations", []):
             if violation.get("case") in hidden_ids:
                 violation["case"] = None
@@ -77,7 +80,9 @@ def _item_dict(item: ItemReport, report: GradeReport) -> dict:
         "message": item.message,
         "violations": [{"operator": v.operator, "source": v.source, "kind": v.kind, "location": v.location,
                         "case": v.case, "message": v.describe()} for v in item.violations],
-        "likely_causes": [{"cause": c.cause, "evidence": c.evidence} for c in item.likely_causes],
+        "likely_causes": [{"cause": c.cause, "evidence": c.evidence, "points": c.points, "failing": len(c.cases),
+                           "smallest_failing_case": _smallest_dict(found, describe)}
+                          for c, found in zip(item.likely_causes, item.cause_failures or (None,) * len(item.likely_causes))],
         "smallest_failing_case": _smallest_dict(item.smallest_failure, describe),
         "checks": [_check_dict(c) for c in item.checks],
         "groups": [{"name": g.name, "description": g.description, "hidden": g.hidden, "weight": g.weight,

@@ -84,9 +84,9 @@ class ItemReport:
     violations: tuple[Violation, ...]
     groups: tuple[GroupSummary, ...]
     cases: tuple[CaseResult, ...]
-    likely_causes: tuple = ()          # subject.LikelyCause entries, added by the pipeline
+    likely_causes: tuple = ()          # subject.LikelyCause entries, costliest first (the pipeline's)
     smallest_failure: object = None    # shrink.SmallestFailure, added by the pipeline
-    cause_failures: tuple = ()         # (cause, shrink.SmallestFailure) per cause, added by the pipeline
+    cause_failures: tuple = ()         # a shrink.SmallestFailure (or None) per likely cause
     checks: tuple[CheckResult, ...] = ()
 
     def first_failure(self, include_hidden: bool = True) -> CaseResult | None:
@@ -212,6 +212,18 @@ def _item_points(points: float, groups: tuple[GroupSummary, ...], checks: tuple[
     carved = sum(c.points for c in checks if c.status != "not_run")
     earned = sum(c.score for c in checks)
     return round(_points(max(points - carved, 0.0), groups) + earned, 4)
+
+
+def case_values(assignment: Assignment, spec: ItemSpec, results, carved: float | None = None) -> dict[str, float]:
+    """What each counted case is worth (its group's share of the points the cases share, over
+    the group's counted cases), by case key: what failing it costs. `carved`: the points checks
+    take (default: what the item's config gives them)."""
+    carved = sum(p for _, p in spec.checks) if carved is None else carved
+    groups = _group_summaries(assignment, spec.name, tuple(results))
+    weights = sum(g.weight for g in groups if g.counted)
+    shared = max(spec.points - carved, 0.0)
+    share = {g.name: shared * g.weight / weights / g.counted for g in groups if g.counted and weights}
+    return {r.case.key: share.get(r.case.group, 0.0) for r in results if r.status != "skipped"}
 
 
 def _points(points: float, groups: tuple[GroupSummary, ...]) -> float:

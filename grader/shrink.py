@@ -83,34 +83,81 @@ def custom_case(assignment: Assignment, params: Params, device: str, seed: int, 
                 settings=Params(assignment.settings))
 
 
+@dataclass(frozen=True)
+class SmallestFailures:
+    """What shrinking found for one item (a WorkerRun extra): the smallest failing case of each
+    likely cause found so far (keyed by cause and pattern), and one for the item as a whole."""
+    overall: SmallestFailure | None
+    by_cause: tuple[tuple[tuple, SmallestFailure], ...] = ()
+
+
+def cause_key(cause) -> tuple:
+    return (cause.cause, cause.pattern)
+
+
+CAUSES_SHRUNK = 3          # the costliest causes get a smallest case each
+LATER_CAUSE_TRIES = 12     # the first gets MAX_TRIES, the others fewer
+
+
 def smallest_failure_check(assignment: Assignment, seed: int, submission_path: str,
                            judged: Callable[[CaseRun], Comparison] | None = None):
     """The after-item check for runner.run_submission. It is given to both phases: after the
-    public cases it starts from a public failure; after the hidden ones only for an item that
-    failed no public case. `judged`: a graded case's comparison as it was judged when it
-    arrived (the stored run may no longer hold its output)."""
-    done: set[str] = set()
+    public cases it shrinks a public failure of each of the costliest likely causes (and of the
+    item); after the hidden ones only what is still without one. `judged`: a graded case's
+    comparison as it was judged when it arrived (the stored run may no longer hold its output)."""
+    from .diagnose import explains, likely_causes
+    from .score import CaseResult, case_values
+
+    found: dict[str, dict] = {}
+    subject = assignment.subject
+    needs_item = len({params_of_items(assignment, (i.name,)) for i in assignment.items}) > 1
     if judged is None:
         def judged(run: CaseRun) -> Comparison:
             return judge_run(assignment, assignment.item(run.item), run)
-    subject = assignment.subject
-    needs_item = len({params_of_items(assignment, (i.name,)) for i in assignment.items}) > 1
 
-    def check(session: WorkerSession, spec: ItemSpec, runs: tuple[CaseRun, ...]) -> SmallestFailure | None:
-        if spec.name in done:
-            return None
-        failing = [r for r in runs if r.case.group != "custom" and judged(r).verdict in FAILING]
+    def result_of(run: CaseRun) -> CaseResult:
+        comparison = judged(run)
+        return CaseResult(run.case, run.item, comparison.verdict, comparison.message, comparison, run)
+
+    def check(session: WorkerSession, spec: ItemSpec, runs: tuple[CaseRun, ...]) -> SmallestFailures | None:
+        results = [result_of(r) for r in runs if r.case.group != "custom"]
+        failing = [r for r in results if r.status in FAILING]
         if not failing:
             return None
-        done.add(spec.name)
-        start = min(failing, key=lambda r: (r.case.hidden, subject.size(r.case.params), r.case.id, r.case.device))
-        params, best, tries = start.case.params, start, 0
+        mine = found.setdefault(spec.name, {"overall": None, "causes": {}})
+        causes = likely_causes(assignment, spec, tuple(results), case_values(assignment, spec, results))
+        tries_left = MAX_TRIES + LATER_CAUSE_TRIES * (CAUSES_SHRUNK - 1)
+        for number, cause in enumerate(causes[:CAUSES_SHRUNK]):
+            if cause_key(cause) in mine["causes"]:
+                continue
+            keys = set(cause.cases)
+            starts = [r for r in failing if r.case.key in keys]
+            if not starts:          # it explains only time-outs: nothing to shrink
+                continue
+            start = _smallest(starts)
+            budget = min(MAX_TRIES if number == 0 else LATER_CAUSE_TRIES, tries_left)
+            shrunk = _shrink(session, spec, start, budget,
+                             lambda result, cause=cause: explains(assignment, spec, cause, result))
+            tries_left -= shrunk.tries
+            mine["causes"][cause_key(cause)] = shrunk
+        if mine["overall"] is None:
+            first = mine["causes"].get(cause_key(causes[0])) if causes else None
+            mine["overall"] = first or _shrink(session, spec, _smallest(failing), MAX_TRIES,
+                                               lambda result: result.status in FAILING)
+        return SmallestFailures(mine["overall"], tuple(mine["causes"].items()))
+
+    def _smallest(results: list) -> CaseResult:
+        return min(results, key=lambda r: (r.case.hidden, subject.size(r.case.params), r.case.id, r.case.device))
+
+    def _shrink(session: WorkerSession, spec: ItemSpec, start: CaseResult, budget: int, keeps) -> SmallestFailure:
+        """Step to smaller neighbours while the item still fails in a way `keeps` accepts."""
+        params, best, best_comparison, tries = start.case.params, start.run, start.comparison, 0
         time_limit = spec.case_s or assignment.limits.case_s
         improved = True
-        while improved and tries < MAX_TRIES:
+        while improved and tries < budget:
             improved = False
             for candidate in subject.smaller(params):
-                if tries >= MAX_TRIES:
+                if tries >= budget:
                     break
                 case = custom_case(assignment, candidate, start.case.device, seed, (spec.name,))
                 run = session.run_case(case, spec, time_limit)
@@ -118,18 +165,20 @@ def smallest_failure_check(assignment: Assignment, seed: int, submission_path: s
                 if run.status in ("timeout", "not_run"):
                     improved = False
                     break
-                if judge_run(assignment, spec, run).verdict in FAILING:
-                    params, best, improved = candidate, run, True
+                comparison = judge_run(assignment, spec, run)
+                result = CaseResult(run.case, run.item, comparison.verdict, comparison.message, comparison, run)
+                if comparison.verdict in FAILING and keeps(result):
+                    params, best, best_comparison, improved = candidate, run, comparison, True
                     break
         item_flag = f" --item {spec.name}" if needs_item else ""
+        device = start.case.device
         if best.case.group == "custom":
             replay = (f"grade {shlex.quote(submission_path)}{item_flag} --params "
-                      f"{format_params(params, subject.space)} --device {start.case.device} --seed {seed}")
+                      f"{format_params(params, subject.space)} --device {device} --seed {seed}")
         else:  # nothing smaller fails: the graded case itself is the smallest
             replay = (f"grade {shlex.quote(submission_path)}{item_flag} --case {best.case.id} "
-                      f"--device {start.case.device} --seed {seed}")
-        comparison = judge_run(assignment, spec, best) if best.case.group == "custom" else judged(best)
-        return SmallestFailure(case=best.case, run=best.without_tensors(), comparison=comparison,
+                      f"--device {device} --seed {seed}")
+        return SmallestFailure(case=best.case, run=best.without_tensors(), comparison=best_comparison,
                                started_from=start.case.id, tries=tries, replay=replay)
 
     return check

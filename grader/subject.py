@@ -44,14 +44,40 @@ class Expected:
 
 
 @dataclass(frozen=True)
+class Feature:
+    """A property of a case's parameters, in words for when it holds and when it does not,
+    from which the harness describes where an item fails (grader/diagnose.py). `cause`: the
+    assignment's cause for failing exactly where it holds, if it has one."""
+    name: str
+    holds: Callable[[Params], bool]
+    when: str
+    unless: str
+    cause: str | None = None
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """Where a set of failures lies: `literals` (feature, holds?) joined by "and"; `fails_when`
+    (the failures are where it holds) or else "passes only when" it holds."""
+    literals: tuple[tuple[str, bool], ...]
+    fails_when: bool = True
+
+    def failing_region(self, params: Params, features: Mapping[str, Feature]) -> bool:
+        inside = all(features[name].holds(params) == value for name, value in self.literals)
+        return inside if self.fails_when else not inside
+
+
+@dataclass(frozen=True)
 class LikelyCause:
-    """A named cause (one of the assignment's `causes`) with the evidence for it. `cases` are
-    the ids of the failing cases it explains (so the report can show a smallest failing case
-    per cause); `points` what those failures cost."""
+    """A named cause (one of the assignment's `causes`, or the harness's failure_pattern) with
+    the evidence for it. `cases`: the keys (id@device) of the failing cases it explains, so the
+    report can show a smallest failing case per cause; `points`: what those failures cost;
+    `pattern`: where it fails, for a cause found from the parameters."""
     cause: str
     evidence: str
     cases: tuple[str, ...] = ()
     points: float = 0.0
+    pattern: Pattern | None = None
 
 
 class Task:
@@ -65,6 +91,7 @@ class Task:
     option_defaults: Mapping[str, Any] = {}     # per-item options an instructor may set
     option_choices: Mapping[str, tuple] = {}    # the values an option may take, where listed
     input_labels: Mapping[str, str] = {}        # how messages name the input tensors
+    features: tuple[Feature, ...] = ()          # what likely-cause patterns are described with
 
     def inputs(self, case: "Case") -> dict[str, torch.Tensor]:
         """The case's input tensors, on the CPU, depending only on (seed, case id)."""

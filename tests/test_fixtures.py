@@ -97,6 +97,13 @@ EXPECTED_CAUSES = {
     ("dilation_ignored.ipynb", "Conv2dMatrixV2"): "dilation_ignored",
     ("returns_numpy.ipynb", "Conv2dLoop"): "not_a_tensor",
 }
+# Several independent bugs: every one named, the costliest first (issue 10).
+EXPECTED_SEVERAL = {
+    ("multi_bug_dtype_swap.py", "Conv2dLoop"): ["height_width_swapped", "wrong_dtype"],
+    ("multi_bug_dtype_filters.py", "Conv2dMatrixV2"): ["single_output_channel", "wrong_dtype"],
+    ("matrix_narrow_cases.py", "Conv2dMatrix"): ["output_larger_than_1x1"],
+    ("matrix_narrow_cases.py", "Conv2dMatrixV2"): ["stride_wrong"],
+}
 
 
 @pytest.mark.slow
@@ -107,6 +114,29 @@ def test_likely_causes_name_the_bug_and_nothing_for_correct_code(reports):
     for name in ("correct.ipynb", "correct_module.py", "no_padding_kwargs.ipynb"):
         for class_name, cls in reports[name]["items"].items():
             assert cls["likely_causes"] == [], (name, class_name)
+
+
+@pytest.mark.slow
+def test_every_independent_bug_is_named_with_its_own_smallest_case(reports):
+    for (name, class_name), expected in EXPECTED_SEVERAL.items():
+        causes = reports[name]["items"][class_name]["likely_causes"]
+        assert [c["cause"] for c in causes] == expected, (name, class_name, causes)
+        points = [c["points"] for c in causes]
+        assert points == sorted(points, reverse=True) and all(p > 0 for p in points)
+        for cause in causes:
+            smallest = cause["smallest_failing_case"]
+            assert smallest and smallest["replay"].startswith("grade "), (name, cause)
+            p = smallest["params"]
+            if cause["cause"] == "wrong_dtype":
+                assert p["dtype"] == "float64" and "returned float32" in smallest["message"]
+            if cause["cause"] == "height_width_swapped":
+                assert p["height"] != p["width"] and p["dtype"] == "float32"
+            if cause["cause"] == "single_output_channel":
+                assert p["out_channels"] >= 2 and p["dtype"] == "float32"
+            if cause["cause"] == "stride_wrong":
+                assert p["stride"] >= 2
+    narrow = reports["matrix_narrow_cases.py"]["items"]["Conv2dMatrix"]["likely_causes"][0]["evidence"]
+    assert narrow.startswith("passes only when out_channels == 1 and the output is 1x1")
 
 
 @pytest.mark.slow

@@ -1,9 +1,16 @@
-"""The Conv2d assignment's likely causes: the pattern of passes and failures, and the
-numbers, read the way a TA would.
+"""The Conv2d assignment's likely causes, read the way a TA would.
 
-Each rule looks at one class's case results (grader.score.CaseResult) and, when its
-pattern holds, states a cause with the evidence that supports it. Rules only ever add
-explanations; they never change a verdict or a score.
+Two parts, which the harness's engine (grader/diagnose.py) puts together:
+
+- rules that recognise a mechanism in a failure itself: a returned value that is not a
+  tensor, a float32 answer for float64 input, an input changed in place, an output whose
+  shape is the right one with padding applied twice, or padding, dilation or stride
+  ignored, a right answer transposed or off by a constant, a failure only on CUDA. Each
+  names exactly the failing cases it explains;
+- the features of a case that patterns are described with ("height != width", "more than
+  one output channel", ...), each with the cause that failing exactly where it holds means.
+
+Rules only ever add explanations; they never change a verdict or a score.
 """
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from grader.subject import LikelyCause
+from grader.subject import Feature, LikelyCause
 
 from .geometry import expected_output, output_height, output_shape, output_width
 
@@ -19,87 +26,62 @@ CAUSES = (
     "height_width_swapped", "single_output_channel", "output_larger_than_1x1", "padding_applied_twice",
     "padding_ignored", "dilation_ignored", "cpu_tensor_for_cuda_input", "not_a_tensor", "wrong_dtype",
     "input_mutated", "transposed_output", "off_by_constant", "stride_ignored", "padding_wrong", "stride_wrong",
-    "batch_wrong", "out_of_gpu_memory", "fails_only_on_cuda",
+    "batch_wrong", "out_of_gpu_memory", "fails_only_on_cuda", "failure_pattern",
 )
+
+FEATURES = (
+    Feature("non_square", lambda p: p.height != p.width, "height != width", "height == width",
+            "height_width_swapped"),
+    Feature("filters", lambda p: p.out_channels > 1, "more than one output channel", "out_channels == 1",
+            "single_output_channel"),
+    Feature("large_output", lambda p: output_height(p) * output_width(p) > 1, "an output larger than 1x1",
+            "the output is 1x1", "output_larger_than_1x1"),
+    Feature("dilated", lambda p: p.dilation > 1, "dilation > 1", "dilation 1", "dilation_ignored"),
+    Feature("padded", lambda p: p.padding > 0, "padding > 0", "no padding", "padding_wrong"),
+    Feature("strided", lambda p: p.stride > 1, "stride > 1", "stride 1", "stride_wrong"),
+    Feature("batched", lambda p: p.batch > 1, "more than one image in the batch", "a batch of 1", "batch_wrong"),
+    Feature("channels", lambda p: p.in_channels > 1, "more than one input channel", "in_channels == 1"),
+    Feature("kernel", lambda p: p.kernel_size > 1, "a kernel larger than 1x1", "a 1x1 kernel"),
+    Feature("float64", lambda p: p.dtype == "float64", "float64 input", "float32 input"),
+)
+
+FAILING = ("failed", "error", "timeout")
 
 
 def likely_causes(results: tuple) -> tuple[LikelyCause, ...]:
     ran = [r for r in results if r.status not in ("skipped", "unsupported")]
-    failing = [r for r in ran if r.status != "passed"]
+    failing = [r for r in ran if r.status in FAILING]
     if not failing:
         return ()
-    specific = [cause for rule in SPECIFIC_RULES if (cause := rule(ran, failing)) is not None]
-    explained = [r for r in failing if _explained_by(r, specific)]
-    if specific and len(explained) == len(failing):
-        return tuple(specific)
-    return tuple(specific) + _best_patterns(ran, failing)
+    found = []
+    explained: set[str] = set()
+    for rule in SPECIFIC_RULES:
+        cause = rule(ran, [r for r in failing if r.case.key not in explained])
+        if cause is not None:
+            found.append(cause)
+            explained.update(cause.cases)
+    return tuple(found)
 
 
-# A pattern cause must separate the cases: most cases with the property fail and
-# (almost) none without it do. Several properties can hold for the same failures by
-# coincidence (every dilation case here also has two filters), so only the best
-# separating ones are named.
-PATTERNS = (
-    ("height_width_swapped", "height != width", lambda p: p.height != p.width),
-    ("single_output_channel", "more than one output channel", lambda p: p.out_channels > 1),
-    ("output_larger_than_1x1", "an output larger than 1x1", lambda p: output_height(p) * output_width(p) > 1),
-    ("dilation_ignored", "dilation > 1", lambda p: p.dilation > 1),
-    ("padding_wrong", "padding > 0", lambda p: p.padding > 0),
-    ("stride_wrong", "stride > 1", lambda p: p.stride > 1),
-    ("batch_wrong", "more than one image in the batch", lambda p: p.batch > 1),
-)
-MIN_SEPARATION = 0.6
+def _cause(name: str, evidence: str, cases: list) -> LikelyCause:
+    return LikelyCause(name, evidence, cases=tuple(r.case.key for r in cases))
 
 
-def _best_patterns(ran, failing) -> tuple[LikelyCause, ...]:
-    scored = []
-    for cause, what, holds in PATTERNS:
-        with_it = [r for r in ran if holds(r.case.params)]
-        without = [r for r in ran if not holds(r.case.params)]
-        if not with_it or not without:
-            continue
-        bad_in = sum(1 for r in with_it if r.status != "passed")
-        bad_out = sum(1 for r in without if r.status != "passed")
-        separation = bad_in / len(with_it) - bad_out / len(without)
-        if separation >= MIN_SEPARATION:
-            example = next(r for r in with_it if r.status != "passed")
-            evidence = (f"fails {bad_in} of {len(with_it)} cases with {what}, "
-                        f"{bad_out} of {len(without)} without; e.g. {example.case.id}")
-            permuted = _permuted_dims(example)
-            if permuted:
-                evidence += f"; {permuted}"
-            scored.append((separation, LikelyCause(cause, evidence)))
-    if not scored:
-        return ()
-    best = max(score for score, _ in scored)
-    return tuple(cause for score, cause in scored if score >= best - 0.05)
-
-
-def _permuted_dims(result) -> str | None:
-    actual, expected = result.comparison.actual_shape, result.comparison.expected_shape
-    if actual is None or tuple(actual) == tuple(expected) or sorted(actual) != sorted(expected):
-        return None
-    return (f"its output {list(actual)} has the right sizes in the wrong order (expected {list(expected)}): "
-            "a view/transpose mixes up the batch, channel and spatial dimensions")
-
-
-def _explained_by(result, causes: list[LikelyCause]) -> bool:
-    everywhere = ("not_a_tensor", "wrong_dtype", "cpu_tensor_for_cuda_input", "input_mutated",
-                  "out_of_gpu_memory", "fails_only_on_cuda")
-    return any(cause.cause in everywhere or f"{result.case.id}:" in cause.evidence
-               or (cause.cause == "padding_applied_twice" and result.case.params.padding > 0)
-               or (cause.cause == "dilation_ignored" and result.case.params.dilation > 1)
-               for cause in causes)
+def _example(cases: list):
+    """The case an evidence names: a public one where there is one (a student's report drops
+    evidence that names a hidden case)."""
+    return min(cases, key=lambda r: (r.case.hidden, r.case.id, r.case.device))
 
 
 def _shape_without(failing, cause: str, uses, changes, what: str) -> LikelyCause | None:
-    """A failure whose output has exactly the shape of the same convolution with `changes`
+    """Failures whose output has exactly the shape of the same convolution with `changes`
     applied: the parameter is ignored."""
-    for r in failing:
-        if uses(r.case.params) and _shape_as_if(r, **changes(r.case.params)):
-            return LikelyCause(cause, f"{r.case.id}: output {list(r.comparison.actual_shape)} is the shape "
-                                      f"of the same convolution {what}")
-    return None
+    hits = [r for r in failing if uses(r.case.params) and _shape_as_if(r, **changes(r.case.params))]
+    if not hits:
+        return None
+    r = _example(hits)
+    return _cause(cause, f"{r.case.id}: output {list(r.comparison.actual_shape)} is the shape of the same "
+                         f"convolution {what}", hits)
 
 
 def _dilation(ran, failing):
@@ -111,11 +93,11 @@ def _padding(ran, failing):
     padded = [r for r in failing if r.case.params.padding > 0]
     twice = [r for r in padded if _shape_as_if(r, padding=2 * r.case.params.padding)]
     if twice:
-        r = twice[0]
-        return LikelyCause("padding_applied_twice",
-                           f"{r.case.id}: output {list(r.comparison.actual_shape)} is "
-                           f"{2 * r.case.params.padding} larger per side than {list(r.comparison.expected_shape)}, "
-                           "as if the input were padded twice")
+        r = _example(twice)
+        return _cause("padding_applied_twice",
+                      f"{r.case.id}: output {list(r.comparison.actual_shape)} is "
+                      f"{2 * r.case.params.padding} larger per side than {list(r.comparison.expected_shape)}, "
+                      "as if the input were padded twice", twice)
     return _shape_without(failing, "padding_ignored", lambda p: p.padding > 0, lambda p: {"padding": 0},
                           "without padding")
 
@@ -126,48 +108,49 @@ def _stride(ran, failing):
 
 
 def _cuda_only(ran, failing):
-    cuda_failures = [r for r in failing if r.case.device == "cuda"]
     cpu_passed = {r.case.id for r in ran if r.case.device == "cpu" and r.status == "passed"}
-    only_cuda = [r for r in cuda_failures if r.case.id in cpu_passed]
+    only_cuda = [r for r in failing if r.case.device == "cuda" and r.case.id in cpu_passed]
     if not only_cuda:
         return None
-    example = only_cuda[0]
+    example = _example(only_cuda)
     text = example.message
     where = f"{len(only_cuda)} cases pass on the CPU and fail on CUDA ({example.case.id}: {text[:160]})"
     if any(marker in text for marker in DEVICE_MISMATCH):
-        return LikelyCause("cpu_tensor_for_cuda_input", f"{where}; create tensors with device=input.device")
+        return _cause("cpu_tensor_for_cuda_input", f"{where}; create tensors with device=input.device", only_cuda)
     if "out of GPU memory" in text or "CUDA out of memory" in text:
-        return LikelyCause("out_of_gpu_memory", f"{where}; the layer allocates more than the GPU has")
-    return LikelyCause("fails_only_on_cuda", where)
+        return _cause("out_of_gpu_memory", f"{where}; the layer allocates more than the GPU has", only_cuda)
+    return _cause("fails_only_on_cuda", where, only_cuda)
 
 
 def _not_a_tensor(ran, failing):
     wrong = [r for r in failing if r.run.returned_kind in ("ndarray", "sequence", "other")]
     if wrong:
-        return LikelyCause("not_a_tensor", f"returns {wrong[0].run.returned_type} in {len(wrong)} cases; "
-                                           "return a torch.Tensor")
+        return _cause("not_a_tensor", f"returns {_example(wrong).run.returned_type} in {len(wrong)} cases; "
+                                      "return a torch.Tensor", wrong)
     return None
 
 
 def _dtype(ran, failing):
     wrong = [r for r in failing if " for float" in r.message and r.message.startswith("returned float")]
     if wrong:
-        return LikelyCause("wrong_dtype", f"{wrong[0].case.id}: {wrong[0].message}; create tensors with "
-                                          "dtype=input.dtype")
+        r = _example(wrong)
+        return _cause("wrong_dtype", f"{r.case.id}: {r.message}; create tensors with dtype=input.dtype", wrong)
     return None
 
 
 def _mutation(ran, failing):
     wrong = [r for r in failing if r.run.mutated]
     if wrong:
-        what = "input" if "input" in wrong[0].run.mutated else "kernel"
-        return LikelyCause("input_mutated", f"{wrong[0].case.id}: the layer changed its {what} in place; "
-                                            "work on a copy (e.g. padded = get_padding2d(x, p))")
+        r = _example(wrong)
+        what = "input" if "input" in r.run.mutated else "kernel"
+        return _cause("input_mutated", f"{r.case.id}: the layer changed its {what} in place; "
+                                       "work on a copy (e.g. padded = get_padding2d(x, p))", wrong)
     return None
 
 
 def _numbers(ran, failing):
     """Right shape, wrong values: compare with simple transforms of the right answer."""
+    transposed, offsets = [], []
     for r in failing:
         output = r.run.output
         if output is None or r.comparison.actual_shape != r.comparison.expected_shape:
@@ -178,14 +161,20 @@ def _numbers(ran, failing):
         tolerance = 1e-4 * scale
         if expected.shape[-1] == expected.shape[-2] and expected.shape[-1] > 1 and \
                 torch.allclose(actual, expected.transpose(-1, -2), atol=tolerance, rtol=0):
-            return LikelyCause("transposed_output", f"{r.case.id}: the output is the right answer with height "
-                                                    "and width transposed")
+            transposed.append(r)
+            continue
         difference = actual - expected
         offset = float(difference.flatten()[0])
         if abs(offset) > tolerance and torch.allclose(difference, torch.full_like(difference, offset),
                                                       atol=tolerance, rtol=0):
-            return LikelyCause("off_by_constant", f"{r.case.id}: every value is off by {offset:.4g} "
-                                                  "(a bias or an initial value that is not zero?)")
+            offsets.append((r, offset))
+    if transposed:
+        return _cause("transposed_output", f"{_example(transposed).case.id}: the output is the right answer with "
+                                           "height and width transposed", transposed)
+    if offsets:
+        r, offset = min(offsets, key=lambda pair: (pair[0].case.hidden, pair[0].case.id))
+        return _cause("off_by_constant", f"{r.case.id}: every value is off by {offset:.4g} "
+                                         "(a bias or an initial value that is not zero?)", [o for o, _ in offsets])
     return None
 
 
@@ -197,6 +186,9 @@ def _shape_as_if(result, **changes) -> bool:
     return output_height(other) >= 1 and output_width(other) >= 1 and tuple(actual) == output_shape(other)
 
 
+# What a device mismatch says, on the CPU or in a CUDA kernel.
+DEVICE_MISMATCH = ("on cpu for a cuda input", "Expected all tensors to be on the same device",
+                   "device type cuda", "found at least two devices")
 
 SPECIFIC_RULES: tuple[Callable, ...] = (_not_a_tensor, _dtype, _mutation, _cuda_only, _padding, _dilation,
                                         _stride, _numbers)

@@ -40,6 +40,7 @@ class ConvLayer(Task):
     kind = "class"
     check_names = ("_unsqueeze_kernel", "_convert_kernel", "_convert_input", "speed")
     input_labels = {"input": "input tensor", "kernel": "kernel"}
+    features = causes.FEATURES
 
     def inputs(self, case) -> dict[str, torch.Tensor]:
         data, kernel = make_tensors(case)
