@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from . import forkserver, reaper
+from .capture import OutputTail
 from .cases import Case, make_tensors
 from .config import Assignment, ClassSpec
 from .protocol import Channel, ChannelClosed, ChannelTimeout, ProtocolError, tensor_digest
@@ -29,7 +30,6 @@ from .submission import Submission
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 STDOUT_TAIL_BYTES = 2000
-POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -125,9 +125,8 @@ class WorkerProcess:
         self.process: subprocess.Popen | None = None
         self.channel: Channel | None = None
         self.protections: dict = {}
-        self.private_dir = Path(tempfile.mkdtemp(prefix="grader-"))
-        self.capture_path = self.private_dir / "output.txt"
-        self.capture = None
+        # What it prints goes through a pipe, never to a file: only the last output_kb stay.
+        self.output: OutputTail | None = None
         self.workdir: Path | None = None
         self.uid: int | None = None
 
@@ -136,14 +135,15 @@ class WorkerProcess:
         spec = self._sandbox_spec()
         request_read, request_write = os.pipe()
         response_read, response_write = os.pipe()
-        self.capture = open(self.capture_path, "ab")
+        output_read, output_write = os.pipe()
+        self.output = OutputTail(output_read, self.limits.output_kb << 10)
         env = forkserver.worker_environment(str(self.workdir))
         server = forkserver.get()
         try:
             if server is not None:
                 try:
                     self.process = server.spawn(spec, env, str(self.workdir),
-                                                (request_read, response_write, self.capture.fileno()))
+                                                (request_read, response_write, output_write))
                 except (forkserver.ForkServerError, OSError, ValueError):
                     # A dead fork server must not fail the rest of a batch: the next worker
                     # gets a new one, this one starts the slow way.
@@ -155,12 +155,13 @@ class WorkerProcess:
                 spec["request_fd"], spec["response_fd"] = request_read, response_write
                 self.process = subprocess.Popen(
                     [sys.executable, "-c", forkserver.bootstrap("worker", "main"), json.dumps(spec)],
-                    stdin=subprocess.DEVNULL, stdout=self.capture, stderr=self.capture,
+                    stdin=subprocess.DEVNULL, stdout=output_write, stderr=output_write,
                     env=env, cwd=str(self.workdir), start_new_session=True,
                     pass_fds=(request_read, response_write), close_fds=True)
         finally:
             os.close(request_read)
             os.close(response_write)
+            os.close(output_write)
         reaper.register_worker(self.process.pid)
         self.channel = Channel(response_read, request_write)
         try:
@@ -207,44 +208,20 @@ class WorkerProcess:
 
     def receive(self, deadline: float, doing: str) -> dict:
         """The next message; raises ChannelTimeout, WorkerDied or ProtocolError.
-        Polls so that a flood of printed output is cut off while it happens."""
-        while True:
-            step = min(deadline, time.monotonic() + POLL_S)
-            try:
-                header, tensors = self.channel.receive(step)
-            except ChannelTimeout:
-                self._check_output()
-                if time.monotonic() >= deadline:
-                    raise
-                continue
-            except ChannelClosed:
-                raise WorkerDied(self._death_reason(doing)) from None
-            # Also after every message: a flood printed between two polls (a fast case that
-            # prints megabytes and returns) would otherwise never be seen.
-            self._check_output()
-            header["_tensors"] = tensors
-            return header
-
-    def _check_output(self) -> None:
-        if self.output_size() > self.limits.output_kb * 1024:
-            self.kill()
-            raise WorkerDied(f"printed more than {self.limits.output_kb} KB of output (the limit)")
+        Printed output never ends a case: only the deadline does."""
+        try:
+            header, tensors = self.channel.receive(deadline)
+        except ChannelClosed:
+            raise WorkerDied(self._death_reason(doing)) from None
+        header["_tensors"] = tensors
+        return header
 
     def output_size(self) -> int:
-        try:
-            return self.capture_path.stat().st_size
-        except OSError:
-            return 0
+        """Bytes printed so far (an offset for output_since)."""
+        return self.output.size() if self.output is not None else 0
 
     def output_since(self, offset: int) -> str:
-        size = self.output_size()
-        start = max(offset, size - STDOUT_TAIL_BYTES)
-        if size <= start:
-            return ""
-        with open(self.capture_path, "rb") as handle:
-            handle.seek(start)
-            text = handle.read(size - start).decode("utf-8", errors="replace")
-        return ("..." if start > offset else "") + text
+        return self.output.since(offset, STDOUT_TAIL_BYTES) if self.output is not None else ""
 
     def _death_reason(self, doing: str) -> str:
         code = None
@@ -288,9 +265,8 @@ class WorkerProcess:
             except (ChannelClosed, OSError, subprocess.TimeoutExpired):
                 pass
         self.kill()
-        if self.capture is not None:
-            self.capture.close()
-        shutil.rmtree(self.private_dir, ignore_errors=True)
+        if self.output is not None:
+            self.output.close()
 
 
 def _python_paths() -> list[str]:
