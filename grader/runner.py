@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from .cases import Case, make_tensors
 from .config import Assignment, ClassSpec
 from .protocol import Channel, ChannelClosed, ChannelTimeout, ProtocolError, tensor_digest
 from .submission import Submission
+from .uids import UidPool
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 STDOUT_TAIL_BYTES = 2000
@@ -185,7 +185,9 @@ class WorkerProcess:
         rlimits["data" if self.needs_cuda else "as"] = limits.memory_mb << 20
         spec = {"rlimits": rlimits, "workdir": str(self.workdir), "hide_paths": self.hide_paths,
                 "cuda": self.needs_cuda, "expose_paths": _python_paths(),
-                "temp_mb": 2 * limits.file_mb}
+                "temp_mb": 2 * limits.file_mb,
+                # GRADER_USERNS=0 makes a machine without unprivileged user namespaces (tests).
+                "user_namespaces": os.environ.get("GRADER_USERNS", "1") != "0"}
         # The process cap counts what the user already runs; report the submission's share,
         # which is the same on every run.
         spec["rlimit_labels"] = {"nproc": f"{limits.processes} more than already running"}
@@ -194,7 +196,7 @@ class WorkerProcess:
             self.uid = WORKER_UIDS.acquire()
             os.chown(self.workdir, self.uid, uid[1])
             spec["uid"], spec["gid"] = self.uid, uid[1]
-            spec["uid_label"] = "a uid of its own, shared with no other worker"
+            spec["uid_label"] = "a uid of its own, shared with no other worker on this host"
             rlimits["nproc"] = reaper.count_tasks(self.uid) + limits.processes
         elif hasattr(os, "getuid") and os.getuid() != 0:
             rlimits["nproc"] = reaper.count_tasks(os.getuid()) + limits.processes
@@ -282,30 +284,6 @@ def _python_paths() -> list[str]:
     except AttributeError:
         pass
     return sorted(p for p in paths if p and os.path.exists(p))
-
-
-class UidPool:
-    """Each live worker runs under a uid no other worker has, far above real accounts: with
-    one shared uid (nobody), two workers of a batch could signal each other, and they would
-    share one process budget."""
-
-    BASE = 2_000_000_000
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.in_use: set[int] = set()
-
-    def acquire(self) -> int:
-        with self.lock:
-            uid = self.BASE
-            while uid in self.in_use:
-                uid += 1
-            self.in_use.add(uid)
-            return uid
-
-    def release(self, uid: int | None) -> None:
-        with self.lock:
-            self.in_use.discard(uid)
 
 
 WORKER_UIDS = UidPool()

@@ -46,7 +46,7 @@ SLOW_FIXTURES = {"loop_at_import.py", "loop_in_call.py", "forge_protocol.py"}
 # Fixtures whose threat does not need every case: one case keeps restarts few.
 ONE_CASE = {"answer_hunt.py", "exit_in_call.py", "loop_at_import.py", "loop_in_call.py",
             "memory_hog.py", "output_flood.py", "file_bomb.py", "fork_bomb.py", "detach_daemons.py",
-            "squat_report_path.py"}
+            "squat_report_path.py", "whoami.py"}
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="the sandbox's defences are Linux-only")
@@ -551,6 +551,54 @@ def test_detached_processes_do_not_outlive_grading(grade):
     assert_grader_report(graded)    # asserts no survivors, by re-parenting and by marker
     assert graded.report["load"]["errors"] == []
     assert graded.cls("Conv2dMatrixV2")["score"] == 35
+
+
+# --- worker uids -----------------------------------------------------------------------------------
+
+def _uid_printed(graded: Graded) -> int:
+    (case,) = graded.cases("Conv2dLoop")
+    return int(case["stdout_tail"].split("uid=")[1].split()[0])
+
+
+@needs_root
+def test_graders_running_at_once_never_share_a_worker_uid(workspace):
+    """Two graders started together (shards on one node): their workers' uids must differ."""
+    import threading
+
+    results: dict[int, Graded] = {}
+
+    def run(index: int) -> None:
+        results[index] = _run_cli("whoami.py", workspace, run=10 + index)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 2, "a grader failed (see above)"
+    uids = [_uid_printed(results[i]) for i in range(2)]
+    for graded in results.values():
+        assert graded.report["score"] == 100
+    assert uids[0] != uids[1] and min(uids) > 65534, uids
+
+
+@needs_root
+def test_processes_left_under_a_worker_uid_are_killed_at_start(grade):
+    """A process still running under a worker uid that no live grader holds (left by a grader
+    killed where the kernel could not kill it) is killed before that uid is handed out again."""
+    from grader import uids
+
+    stale_uid = uids.BASE + uids.BLOCK * (uids.BLOCKS - 1) + 7   # a block nobody holds
+    sleeper = subprocess.Popen(["sleep", "60"], user=stale_uid, group=65534, extra_groups=[],
+                               env={"HOSTILE": MARKER, "PATH": "/usr/bin:/bin"})
+    try:
+        graded = grade("whoami.py", run=20)
+        assert graded.report["score"] == 100
+        assert sleeper.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+            sleeper.wait()
 
 
 # --- 7. shortcuts ----------------------------------------------------------------------------
