@@ -235,12 +235,9 @@ def _private_temp(libc, spec: dict, active: dict, shared: tuple[str, ...]) -> No
     # the first last (its bind hides the tmpfs's own root).
     store = targets[0]
     options = f"size={size_mb}m,nr_inodes={TEMP_FILES},mode=0755".encode()
-    if libc.mount(b"tmpfs", store.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options) != 0:
-        for handles in keep.values():
-            for _, handle in handles:
-                os.close(handle)
-        return
     covered = []
+    if libc.mount(b"tmpfs", store.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options) != 0:
+        targets = []
     for index, target in reversed(list(enumerate(targets))):
         private = os.path.join(store, f".private-{index}")
         os.mkdir(private)
@@ -256,6 +253,9 @@ def _private_temp(libc, spec: dict, active: dict, shared: tuple[str, ...]) -> No
             libc.mount(f"/proc/self/fd/{handle}".encode(), path.encode(), None, MS_BIND | MS_REC, None)
             os.close(handle)
         covered.append(target + (f" (but {', '.join(kept)})" if kept else ""))
+    for handles in keep.values():  # of folders left as they were: the worker must not get them
+        for _, handle in handles:
+            os.close(handle)
     workdir = spec.get("workdir")
     if workdir and not os.path.isdir(workdir):
         os.makedirs(workdir, mode=0o700)
