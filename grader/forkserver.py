@@ -198,6 +198,7 @@ def serve_forever(fd: str) -> None:
     import grader.protocol  # noqa: F401  (imported once here, inherited by every worker)
     import grader.worker  # noqa: F401
     from torch.utils._python_dispatch import TorchDispatchMode  # noqa: F401
+    sandbox.shared_folders()  # looked for once here, inherited by every worker
     try:
         import numpy  # noqa: F401
     except ImportError:

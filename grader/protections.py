@@ -2,8 +2,9 @@
 
 The worker reports which protections took effect (sandbox.confine); the grader
 itself may also reap orphans (a child subreaper, Linux only, `grade` and
-`grade check` only). Where a platform lacks some (not root, not Linux, a
-container without namespaces), grading still runs and this says what is off.
+`grade check` only). Where a platform lacks some (not Linux, a container without
+namespaces, no root for a uid of the worker's own), grading still runs and this
+says what is off.
 Time limits are enforced by the grader's own process everywhere.
 """
 from __future__ import annotations
@@ -11,12 +12,16 @@ from __future__ import annotations
 from typing import Mapping
 
 # name -> (what it does, what it needs)
+NAMESPACES = "Linux, and root or unprivileged user namespaces"
 WORKER_PROTECTIONS = {
-    "unprivileged_user": ("student code runs as `nobody`", "root, and a Python that `nobody` can read"),
-    "no_network": ("no network for student code", "root and namespaces, on Linux"),
-    "hidden_paths": ("the reference, configs, tests and the submission's folder are hidden",
-                     "root and namespaces, on Linux"),
-    "private_temp": ("private /tmp, /var/tmp and /dev/shm", "root and namespaces, on Linux"),
+    "unprivileged_user": ("student code runs under a uid of its own", "root, and a Python that `nobody` can read"),
+    "no_network": ("no network for student code", NAMESPACES),
+    "hidden_paths": ("the reference, configs, tests and the submission's folder are hidden", NAMESPACES),
+    "read_only_system": ("student code can write nowhere but its private folders", NAMESPACES),
+    "private_temp": ("private /tmp, /var/tmp, /dev/shm, /run/lock (every folder anyone may write to), "
+                     "size-capped in all", NAMESPACES),
+    "private_ipc": ("private System V IPC and POSIX message queues", NAMESPACES),
+    "private_processes": ("student code sees no other process, and all it starts dies with it", NAMESPACES),
     "private_workdir": ("a fresh working folder", "a writable temporary folder"),
     "resource_limits": ("memory, CPU time, file size, open file and process caps", "Unix"),
     "oom_killed_first": ("student processes go first if memory runs out", "Linux"),

@@ -1,9 +1,11 @@
 """Make sure nothing a submission started outlives grading.
 
-The worker leads its own session, so one killpg reaches the processes that
-stayed in it. Processes that left it (setsid daemons, double forks) are
-reparented to the grader when it is a child subreaper; `sweep_orphans` kills
-every child of ours that is not a live worker.
+Where the worker has a PID namespace (grader/namespaces.py), the kernel kills
+everything in it when the worker goes. Everywhere else: the worker leads its own
+session, so one killpg reaches the processes that stayed in it, and processes
+that left it (setsid daemons, double forks) are reparented to the grader when it
+is a child subreaper; `sweep_orphans` kills every child of ours that is not a
+live worker.
 """
 from __future__ import annotations
 

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,15 +21,16 @@ from typing import Callable
 import torch
 
 from . import forkserver, reaper
+from .capture import OutputTail
 from .cases import Case
 from .config import Assignment, ItemSpec
 from .plan import Plan, Signature
 from .protocol import Channel, ChannelClosed, ChannelTimeout, ProtocolError, tensor_digest
 from .submission import Submission
+from .uids import UidPool
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 STDOUT_TAIL_BYTES = 2000
-POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -242,9 +242,8 @@ class WorkerProcess:
         self.process: subprocess.Popen | None = None
         self.channel: Channel | None = None
         self.protections: dict = {}
-        self.private_dir = Path(tempfile.mkdtemp(prefix="grader-"))
-        self.capture_path = self.private_dir / "output.txt"
-        self.capture = None
+        # What it prints goes through a pipe, never to a file: only the last output_kb stay.
+        self.output: OutputTail | None = None
         self.workdir: Path | None = None
         self.uid: int | None = None
 
@@ -253,14 +252,15 @@ class WorkerProcess:
         spec = self._sandbox_spec()
         request_read, request_write = os.pipe()
         response_read, response_write = os.pipe()
-        self.capture = open(self.capture_path, "ab")
+        output_read, output_write = os.pipe()
+        self.output = OutputTail(output_read, self.limits.output_kb << 10)
         env = forkserver.worker_environment(str(self.workdir))
         server = forkserver.get()
         try:
             if server is not None:
                 try:
                     self.process = server.spawn(spec, env, str(self.workdir),
-                                                (request_read, response_write, self.capture.fileno()))
+                                                (request_read, response_write, output_write))
                 except (forkserver.ForkServerError, OSError, ValueError):
                     # A dead fork server must not fail the rest of a batch: the next worker
                     # gets a new one, this one starts the slow way.
@@ -272,12 +272,13 @@ class WorkerProcess:
                 spec["request_fd"], spec["response_fd"] = request_read, response_write
                 self.process = subprocess.Popen(
                     [sys.executable, "-c", forkserver.bootstrap("worker", "main"), json.dumps(spec)],
-                    stdin=subprocess.DEVNULL, stdout=self.capture, stderr=self.capture,
+                    stdin=subprocess.DEVNULL, stdout=output_write, stderr=output_write,
                     env=env, cwd=str(self.workdir), start_new_session=True,
                     pass_fds=(request_read, response_write), close_fds=True)
         finally:
             os.close(request_read)
             os.close(response_write)
+            os.close(output_write)
         reaper.register_worker(self.process.pid)
         self.channel = Channel(response_read, request_write)
         try:
@@ -301,7 +302,9 @@ class WorkerProcess:
         rlimits["data" if self.needs_cuda else "as"] = limits.memory_mb << 20
         spec = {"rlimits": rlimits, "workdir": str(self.workdir), "hide_paths": self.hide_paths,
                 "cuda": self.needs_cuda, "expose_paths": _python_paths(),
-                "temp_mb": 2 * limits.file_mb}
+                "temp_mb": 2 * limits.file_mb,
+                # GRADER_USERNS=0 makes a machine without unprivileged user namespaces (tests).
+                "user_namespaces": os.environ.get("GRADER_USERNS", "1") != "0"}
         # The process cap counts what the user already runs; report the submission's share,
         # which is the same on every run.
         spec["rlimit_labels"] = {"nproc": f"{limits.processes} more than already running"}
@@ -310,7 +313,7 @@ class WorkerProcess:
             self.uid = WORKER_UIDS.acquire()
             os.chown(self.workdir, self.uid, uid[1])
             spec["uid"], spec["gid"] = self.uid, uid[1]
-            spec["uid_label"] = "a uid of its own, shared with no other worker"
+            spec["uid_label"] = "a uid of its own, shared with no other worker on this host"
             rlimits["nproc"] = reaper.count_tasks(self.uid) + limits.processes
         elif hasattr(os, "getuid") and os.getuid() != 0:
             rlimits["nproc"] = reaper.count_tasks(os.getuid()) + limits.processes
@@ -324,44 +327,20 @@ class WorkerProcess:
 
     def receive(self, deadline: float, doing: str) -> dict:
         """The next message; raises ChannelTimeout, WorkerDied or ProtocolError.
-        Polls so that a flood of printed output is cut off while it happens."""
-        while True:
-            step = min(deadline, time.monotonic() + POLL_S)
-            try:
-                header, tensors = self.channel.receive(step)
-            except ChannelTimeout:
-                self._check_output()
-                if time.monotonic() >= deadline:
-                    raise
-                continue
-            except ChannelClosed:
-                raise WorkerDied(self._death_reason(doing)) from None
-            # Also after every message: a flood printed between two polls (a fast case that
-            # prints megabytes and returns) would otherwise never be seen.
-            self._check_output()
-            header["_tensors"] = tensors
-            return header
-
-    def _check_output(self) -> None:
-        if self.output_size() > self.limits.output_kb * 1024:
-            self.kill()
-            raise WorkerDied(f"printed more than {self.limits.output_kb} KB of output (the limit)")
+        Printed output never ends a case: only the deadline does."""
+        try:
+            header, tensors = self.channel.receive(deadline)
+        except ChannelClosed:
+            raise WorkerDied(self._death_reason(doing)) from None
+        header["_tensors"] = tensors
+        return header
 
     def output_size(self) -> int:
-        try:
-            return self.capture_path.stat().st_size
-        except OSError:
-            return 0
+        """Bytes printed so far (an offset for output_since)."""
+        return self.output.size() if self.output is not None else 0
 
     def output_since(self, offset: int) -> str:
-        size = self.output_size()
-        start = max(offset, size - STDOUT_TAIL_BYTES)
-        if size <= start:
-            return ""
-        with open(self.capture_path, "rb") as handle:
-            handle.seek(start)
-            text = handle.read(size - start).decode("utf-8", errors="replace")
-        return ("..." if start > offset else "") + text
+        return self.output.since(offset, STDOUT_TAIL_BYTES) if self.output is not None else ""
 
     def _death_reason(self, doing: str) -> str:
         code = None
@@ -405,9 +384,8 @@ class WorkerProcess:
             except (ChannelClosed, OSError, subprocess.TimeoutExpired):
                 pass
         self.kill()
-        if self.capture is not None:
-            self.capture.close()
-        shutil.rmtree(self.private_dir, ignore_errors=True)
+        if self.output is not None:
+            self.output.close()
 
 
 def _python_paths() -> list[str]:
@@ -423,30 +401,6 @@ def _python_paths() -> list[str]:
     except AttributeError:
         pass
     return sorted(p for p in paths if p and os.path.exists(p))
-
-
-class UidPool:
-    """Each live worker runs under a uid no other worker has, far above real accounts: with
-    one shared uid (nobody), two workers of a batch could signal each other, and they would
-    share one process budget."""
-
-    BASE = 2_000_000_000
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.in_use: set[int] = set()
-
-    def acquire(self) -> int:
-        with self.lock:
-            uid = self.BASE
-            while uid in self.in_use:
-                uid += 1
-            self.in_use.add(uid)
-            return uid
-
-    def release(self, uid: int | None) -> None:
-        with self.lock:
-            self.in_use.discard(uid)
 
 
 WORKER_UIDS = UidPool()

@@ -15,6 +15,7 @@ test_every_fixture_gets_a_valid_report goes over all of them.
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import hashlib
 import json
 import os
@@ -45,7 +46,9 @@ SLOW_FIXTURES = {"loop_at_import.py", "loop_in_call.py", "forge_protocol.py"}
 # Fixtures whose threat does not need every case: one case keeps restarts few.
 ONE_CASE = {"answer_hunt.py", "exit_in_call.py", "loop_at_import.py", "loop_in_call.py",
             "memory_hog.py", "output_flood.py", "file_bomb.py", "fork_bomb.py", "detach_daemons.py",
-            "squat_report_path.py"}
+            "squat_report_path.py", "outlive_the_grader.py", "whoami.py", "leftover_state.py"}
+# Where the machine's folders anyone may write to are (what a submission could leave files in).
+SHARED_FOLDERS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="the sandbox's defences are Linux-only")
@@ -64,6 +67,7 @@ class Graded:
     wall_s: float
     output: Path
     survivors: tuple[str, ...]
+    peak_rss_mb: float        # the grader process's own, sampled while it ran
 
     def cls(self, name: str) -> dict:
         return self.report["items"][name]
@@ -199,8 +203,9 @@ def squat_output(workspace: Path) -> Path:
 
 
 def _run_cli(name: str, workspace: Path, *extra: str, output: Path | None = None,
-             run: int = 1) -> Graded:
-    key = (name, extra, str(output), run)
+             run: int = 1, prefix: tuple[str, ...] = ()) -> Graded:
+    """Grade `name` with the real CLI (`prefix`, e.g. one that runs it as nobody, goes first)."""
+    key = (name, extra, str(output), run, prefix)
     if key in _graded:
         return _graded[key]
     if output is None and name == SQUAT:
@@ -217,20 +222,59 @@ def _run_cli(name: str, workspace: Path, *extra: str, output: Path | None = None
     command = [sys.executable, "-m", "grader", str(HOSTILE / name), "--assignment", str(ASSIGNMENT),
                "--device", "cpu", "-o", str(output), "--json", *extra]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if prefix:
+        env["HOME"] = str(workspace)  # the user the prefix runs it as has no home of its own
     children_before = _our_children()
     started = time.monotonic()
     try:
-        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=150)
+        process = subprocess.Popen([*prefix, *command], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        sampler = _RssSampler(process.pid)
+        try:
+            stdout, stderr = process.communicate(timeout=150)
+        finally:
+            sampler.stop()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     finally:
         survivors = _survivors(children_before)
     wall_s = time.monotonic() - started
-    assert done.returncode == 0, f"{name}: exit {done.returncode}\n{done.stderr[-3000:]}"
+    assert process.returncode == 0, f"{name}: exit {process.returncode}\n{stderr[-3000:]}"
     report_text = output.read_text()
-    graded = Graded(name=name, report=json.loads(report_text), report_text=report_text, stdout=done.stdout,
-                    stderr=done.stderr, returncode=done.returncode, wall_s=wall_s, output=output,
-                    survivors=survivors)
+    graded = Graded(name=name, report=json.loads(report_text), report_text=report_text, stdout=stdout,
+                    stderr=stderr, returncode=process.returncode, wall_s=wall_s, output=output,
+                    survivors=survivors, peak_rss_mb=sampler.peak_kb / 1024)
     _graded[key] = graded
     return graded
+
+
+class _RssSampler:
+    """The largest resident size of the process `pid` with the grader in it: the grader is the
+    CLI's Python, or the last process a prefix (setpriv, unshare) exec'd into."""
+
+    def __init__(self, pid: int):
+        import threading
+
+        self.pid = pid
+        self.peak_kb = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        while not self.done.wait(0.05):
+            try:
+                status = Path(f"/proc/{self.pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmRSS:"):
+                    self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
 
 
 @pytest.fixture(scope="module")
@@ -452,33 +496,55 @@ def test_memory_growth_hits_the_memory_limit(grade):
     assert case["status"] == "failed"
 
 
-def test_output_floods_are_cut_off(grade):
+def test_output_floods_are_bounded_by_time_alone(grade):
+    quiet = grade("legit_indexing.py")
     graded = grade("output_flood.py")
     assert_grader_report(graded)
-    for name in ("Conv2dLoop", "Conv2dMatrix"):   # 100 MB over time; 2 MB at once
-        (case,) = graded.cases(name)
-        assert case["status"] == "error"
-        assert case["message"] == "printed more than 512 KB of output (the limit)"
-        assert len(case["stdout_tail"]) < 4096
+    (case,) = graded.cases("Conv2dLoop")           # prints without end: the case's time limit
+    assert case["status"] == "timeout" and case["message"] == "did not finish within 2 s"
+    assert case["stdout_tail"].startswith("...xxxx") and len(case["stdout_tail"]) < 4096
+    (case,) = graded.cases("Conv2dMatrix")         # 2 MB at once, then the right answer
+    assert case["status"] == "passed" and len(case["stdout_tail"]) < 4096
     assert graded.cls("Conv2dMatrixV2")["score"] == 35
+    assert len(graded.report_text) < 200_000
+    # Gigabytes went through the grader, which kept none of it: no more memory than grading
+    # a quiet submission takes.
+    assert graded.peak_rss_mb < quiet.peak_rss_mb + 150, (graded.peak_rss_mb, quiet.peak_rss_mb)
+
+
+def test_printing_a_lot_is_not_a_failure(grade):
+    graded = grade("chatty_correct.py")            # about 100 MB over the run
+    assert_grader_report(graded)
+    assert graded.report["score"] == graded.report["max_score"] == 100
+    for name in CLASSES:
+        for case in graded.cases(name):
+            assert case["stdout_tail"].startswith("...") and "almost done" in case["stdout_tail"]
+            assert len(case["stdout_tail"]) < 4096
     assert len(graded.report_text) < 200_000
 
 
-@needs_root
-def test_growing_files_hit_the_file_limits(grade):
-    leftovers = [p for folder in ("/tmp", "/var/tmp", "/dev/shm") for p in Path(folder).glob(f"{MARKER}-*")]
-    graded = grade("file_bomb.py")
+def assert_file_limits_held(graded: Graded, leftovers: list[Path]) -> None:
     assert_grader_report(graded)
     (case,) = graded.cases("Conv2dLoop")
     assert case["status"] == "error" and "the file size limit is 16 MB" in case["message"]
     (case,) = graded.cases("Conv2dMatrix")        # SIGXFSZ restored to its default: it kills
     assert case["status"] == "error" and "SIGXFSZ (file size limit)" in case["message"]
-    (case,) = graded.cases("Conv2dMatrixV2")      # many files in the shared temporary folders
+    (case,) = graded.cases("Conv2dMatrixV2")      # many files in every folder anyone may write to
     assert case["status"] == "failed"
     written = int(case["stdout_tail"].split("wrote ")[1].split(" MB")[0])
-    assert written < 200
-    now = [p for folder in ("/tmp", "/var/tmp", "/dev/shm") for p in Path(folder).glob(f"{MARKER}-*")]
-    assert now == leftovers, "the submission's files reached the machine's temporary folders"
+    # One private tmpfs of 2 * file_mb behind all of them: the total is bounded, not each folder.
+    assert 8 <= written <= 2 * 16, f"wrote {written} MB"
+    assert _shared_files(MARKER) == leftovers, "the submission's files reached the machine's shared folders"
+
+
+def _shared_files(prefix: str) -> list[Path]:
+    return sorted(p for folder in SHARED_FOLDERS for p in Path(folder).glob(f"{prefix}-*"))
+
+
+@needs_root
+def test_growing_files_hit_the_file_limits(grade):
+    leftovers = _shared_files(MARKER)
+    assert_file_limits_held(grade("file_bomb.py"), leftovers)
 
 
 def test_fork_bombs_hit_the_process_limit_and_die(grade):
@@ -494,6 +560,242 @@ def test_detached_processes_do_not_outlive_grading(grade):
     assert_grader_report(graded)    # asserts no survivors, by re-parenting and by marker
     assert graded.report["load"]["errors"] == []
     assert graded.cls("Conv2dMatrixV2")["score"] == 35
+
+
+# --- state and processes that outlive the worker or the grader ----------------------------------
+
+LEFTOVER = "hostilefixture-leftover"
+LEFTOVER_SHM_KEY = 0x486F5374     # leftover_state.py's System V segment and message queue
+LEFTOVER_QUEUE = b"/hostilefixture-leftover"
+
+
+def _leftovers() -> list[str]:
+    """What leftover_state.py left on this machine, outside any worker; removed once listed, so
+    that a failed defence costs one test, not the next run."""
+    found = [str(p) for p in _shared_files(LEFTOVER)]
+    for path in found:
+        Path(path).unlink(missing_ok=True)
+    libc = ctypes.CDLL(None, use_errno=True)
+    segment = libc.shmget(LEFTOVER_SHM_KEY, 0, 0)
+    if segment >= 0:
+        found.append("shm segment")
+        libc.shmctl(segment, 0, None)                       # IPC_RMID
+    try:
+        rt = libc if hasattr(libc, "mq_open") else ctypes.CDLL(ctypes.util.find_library("rt") or "librt.so.1")
+        rt.mq_open.restype = ctypes.c_int
+        queue = rt.mq_open(LEFTOVER_QUEUE, 0)
+        if queue >= 0:
+            found.append("message queue")
+            os.close(queue)
+            rt.mq_unlink(LEFTOVER_QUEUE)
+    except (OSError, AttributeError):
+        pass
+    return found
+
+
+def assert_nothing_left(first: Graded, second: Graded, stale: list[str]) -> None:
+    for graded in (first, second):
+        assert_grader_report(graded)
+        assert graded.report["score"] == 100
+        assert "found: nothing" in graded.report["load"]["stdout_tail"], graded.report["load"]["stdout_tail"]
+    left = first.report["load"]["stdout_tail"].split("left: ")[1].split("\n")[0].split(", ")
+    assert {"/tmp", "/run/lock", "shm segment", "message queue"} <= set(left)   # the attack ran
+    assert _leftovers() == [], f"left on the machine (before this test: {stale})"
+
+
+def test_nothing_written_outlives_the_worker(grade):
+    """Files in /run/lock (on the root disk, in no temporary folder), a System V segment and a
+    message queue: the second run of the same file must find nothing of the first's."""
+    stale = _leftovers()
+    assert_nothing_left(grade("leftover_state.py", run=1), grade("leftover_state.py", run=2), stale)
+
+
+def _process_table() -> dict[int, tuple[int, str]]:
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                table[int(entry.name)] = (_parent(int(entry.name)) or 0, (entry / "comm").read_text().strip())
+            except OSError:
+                continue
+    return table
+
+
+def _marked_descendants(root: int, table: dict[int, tuple[int, str]]) -> set[int]:
+    """Processes named with the marker below `root` (they are re-parented within its tree)."""
+    found = set()
+    for pid, (_, comm) in table.items():
+        ancestor, hops = pid, 0
+        while ancestor > 1 and hops < 64:
+            ancestor, hops = table.get(ancestor, (0, ""))[0], hops + 1
+            if ancestor == root and comm == MARKER:
+                found.add(pid)
+                break
+    return found
+
+
+def test_nothing_survives_a_killed_grader(workspace):
+    """kill -9 of `grade batch` while a submission's setsid daemon lives: no grader is left to
+    kill it, so the kernel must (the worker's PID namespace dies with its init)."""
+    command = [sys.executable, "-m", "grader", "batch", str(HOSTILE / "outlive_the_grader.py"),
+               "--assignment", str(ASSIGNMENT), "--device", "cpu", "-o", str(workspace / "killed-batch")]
+    children_before = _our_children()
+    process = subprocess.Popen(command, cwd=workspace, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        daemons: set[int] = set()
+        while not daemons and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+            daemons = _marked_descendants(process.pid, _process_table())
+        assert daemons, "the fixture's daemon never started"
+        process.kill()
+        process.wait()
+        # The kernel's kills take milliseconds, and a dying process that held torch takes a
+        # while to tear down on a loaded machine: wait until the grader's processes that were
+        # re-parented to us are dead too, for 10 s at most.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(not _is_zombie(pid) for pid in
+                                                  daemons | (_our_children() - children_before)):
+            time.sleep(0.05)
+        alive = [_describe(pid) for pid in sorted(daemons) if not _is_zombie(pid)]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        survivors = _survivors(children_before)
+    assert not alive and not survivors, f"outlived the grader: {alive or survivors}"
+
+
+def _uid_printed(graded: Graded) -> int:
+    (case,) = graded.cases("Conv2dLoop")
+    return int(case["stdout_tail"].split("uid=")[1].split()[0])
+
+
+@needs_root
+def test_graders_running_at_once_never_share_a_worker_uid(workspace):
+    """Two graders started together (shards on one node): their workers' uids must differ."""
+    import threading
+
+    results: dict[int, Graded] = {}
+
+    def run(index: int) -> None:
+        results[index] = _run_cli("whoami.py", workspace, run=10 + index)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 2, "a grader failed (see above)"
+    uids = [_uid_printed(results[i]) for i in range(2)]
+    for graded in results.values():
+        assert graded.report["score"] == 100
+    assert uids[0] != uids[1] and min(uids) > 65534, uids
+
+
+@needs_root
+def test_processes_left_under_a_worker_uid_are_killed_at_start(grade):
+    """A process still running under a worker uid that no live grader holds (left by a grader
+    killed where the kernel could not kill it) is killed before that uid is handed out again."""
+    from grader import uids
+
+    stale_uid = uids.BASE + uids.BLOCK * (uids.BLOCKS - 1) + 7   # a block nobody holds
+    sleeper = subprocess.Popen(["sleep", "60"], user=stale_uid, group=65534, extra_groups=[],
+                               env={"HOSTILE": MARKER, "PATH": "/usr/bin:/bin"})
+    try:
+        graded = grade("whoami.py", run=20)
+        assert graded.report["score"] == 100
+        assert sleeper.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+            sleeper.wait()
+
+
+# --- without root ---------------------------------------------------------------------------------
+
+# Isolation a grader without root must still get where the kernel allows user namespaces.
+WITHOUT_ROOT = {"no_network", "hidden_paths", "read_only_system", "private_temp", "private_ipc",
+                "private_processes", "private_workdir", "dies_with_grader", "no_new_privileges"}
+
+
+def _without_root() -> tuple[str, ...] | str:
+    """A command prefix that runs the CLI as an ordinary user (the module's own user when that is
+    not root; else `nobody`, with any folder only root may enter above this Python or checkout,
+    like pyenv in /root, opened in a mount namespace of the command's own), or why not."""
+    import pwd
+    import shlex
+
+    if os.geteuid() != 0:
+        prefix: tuple[str, ...] = ()
+    else:
+        missing = [tool for tool in ("setpriv", "unshare", "mount") if shutil.which(tool) is None]
+        if missing:
+            return f"running as nobody needs {', '.join(missing)} (util-linux)"
+        from grader.sandbox import _blocked_ancestors
+
+        nobody = pwd.getpwnam("nobody")
+        steps = ["set -e", 'stage="$(mktemp -d)"']
+        blocked = _blocked_ancestors([os.path.realpath(sys.executable), sys.prefix, sys.base_prefix, str(ROOT)])
+        for index, (ancestor, below) in enumerate(sorted(blocked.items())):
+            where = shlex.quote(ancestor)
+            steps += [f'mkdir "$stage/{index}"', f'mount --bind {where} "$stage/{index}"',
+                      f"mount -t tmpfs -o mode=0711,size=64k tmpfs {where}"]
+            for first in sorted({os.path.relpath(p, ancestor).split(os.sep)[0] for p in below}):
+                target = shlex.quote(os.path.join(ancestor, first))
+                make = "mkdir" if os.path.isdir(os.path.join(ancestor, first)) else "touch"
+                steps += [f"{make} {target}", f'mount --rbind "$stage/{index}/{shlex.quote(first)}" {target}']
+            steps += [f'umount -l "$stage/{index}"', f'rmdir "$stage/{index}"']
+        steps += ['rmdir "$stage"', f'exec setpriv --reuid={nobody.pw_uid} --regid={nobody.pw_gid} '
+                                    '--clear-groups -- "$@"']
+        prefix = ("unshare", "--mount", "--propagation", "private", "--", "sh", "-c", "\n".join(steps), "sh")
+    probe = subprocess.run([*prefix, "unshare", "--user", "--map-root-user", "--mount", "--net", "--pid",
+                            "--fork", "true"], capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:
+        return ("this kernel does not let an ordinary user create user namespaces "
+                f"(user.max_user_namespaces, kernel.unprivileged_userns_clone, or a seccomp filter): "
+                f"{probe.stderr.strip()[-200:]}")
+    probe = subprocess.run([*prefix, sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+                            "import torch, grader"], capture_output=True, text=True, timeout=120, cwd="/")
+    if probe.returncode != 0:
+        return f"an ordinary user cannot run this Python and checkout: {probe.stderr.strip()[-300:]}"
+    return prefix
+
+
+@pytest.mark.slow
+def test_the_sandbox_holds_without_root(workspace):
+    """The same attacks, graded by an ordinary user (a laptop, a CI runner, a Slurm job): the
+    worker isolates itself in a user namespace, and the verdicts are the same as with root."""
+    prefix = _without_root()
+    if isinstance(prefix, str):
+        pytest.skip(prefix)
+
+    def graded(name: str, run: int = 30) -> Graded:
+        result = _run_cli(name, workspace, run=run, prefix=prefix)
+        active = result.report["environment"]["protections"]
+        assert WITHOUT_ROOT <= set(active), f"{name}: off without root: {sorted(WITHOUT_ROOT - set(active))}"
+        assert "unprivileged_user" not in active and "without root" in active["no_network"]
+        assert "sees no other process" in active["private_processes"]
+        return result
+
+    stale = _leftovers()
+    assert_nothing_left(graded("leftover_state.py"), graded("leftover_state.py", run=31), stale)
+    assert_file_limits_held(graded("file_bomb.py"), _shared_files(MARKER))
+    hunt = graded("answer_hunt.py")
+    assert_grader_report(hunt)
+    assert "No module named 'reference.conv2d'" in stdout_tails(hunt, "Conv2dMatrix")
+    assert str(ROOT) not in stdout_tails(hunt, "Conv2dMatrixV2")   # its own checkout stays hidden
+    assert str(ROOT / "reference") in hunt.report["environment"]["protections"]["hidden_paths"]
+    forged = graded("forge_report.py")
+    assert_grader_report(forged)
+    time.sleep(1.0)  # a daemon that survived would rewrite the file by now
+    assert forged.output.read_text() == forged.report_text
+    assert sorted(p.name for p in forged.output.parent.iterdir()) == ["report.json"]
+    assert not list((forged.output.parent.parent / "forge_report-30-cwd").iterdir())
+    daemons = graded("detach_daemons.py")
+    assert_grader_report(daemons)          # no survivors, by re-parenting and by marker
+    assert daemons.cls("Conv2dMatrixV2")["score"] == 35
 
 
 # --- 7. shortcuts ----------------------------------------------------------------------------

@@ -283,8 +283,10 @@ def _can_drop_capabilities() -> bool:
 @pytest.mark.skipif(not _can_drop_capabilities(), reason="needs root and setpriv to take capabilities away")
 def test_without_namespaces_or_setuid_grading_runs_enforces_time_limits_and_says_what_is_off(
         assignment_copy, tmp_path):
-    """Root without CAP_SYS_ADMIN/CAP_SETUID (a default container): no namespaces, no
+    """Root without CAP_SYS_ADMIN/CAP_SETUID whose seccomp filter also refuses user namespaces
+    (a default Docker container; GRADER_USERNS=0 stands for the filter): no namespaces, no
     unprivileged user. The worker still runs, a hung case still times out."""
+    no_userns = {**ENV, "GRADER_USERNS": "0"}
     config = assignment_copy / "assignment.yaml"
     config.write_text(config.read_text().replace("case_s: 20", "case_s: 1"))
     (tmp_path / "hangs.py").write_text(textwrap.dedent("""
@@ -295,14 +297,16 @@ def test_without_namespaces_or_setuid_grading_runs_enforces_time_limits_and_says
     """))
     drop = ["setpriv", "--bounding-set", "-sys_admin,-setuid,-setgid", "--"]
     result = grade_check(tmp_path / "hangs.py", "--assignment", config, "--device", "cpu", "--class",
-                         "Conv2dLoop", "--case", "basic-001", "--json", prefix=drop, timeout=120)
+                         "Conv2dLoop", "--case", "basic-001", "--json", prefix=drop, timeout=120,
+                         env=no_userns)
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
     (only,) = report["items"]["Conv2dLoop"]["cases"]
     assert only["status"] == "timeout" and "1 s" in only["message"]
     active = report["environment"]["protections"]
     assert "resource_limits" in active and not {"no_network", "hidden_paths", "unprivileged_user"} & set(active)
-    table = grade_check(SUBMISSIONS / "correct.ipynb", "--device", "cpu", "--class", "Conv2dLoop", prefix=drop)
+    table = grade_check(SUBMISSIONS / "correct.ipynb", "--device", "cpu", "--class", "Conv2dLoop", prefix=drop,
+                        env=no_userns)
     assert table.returncode == 0, table.stderr
     off_line = next(line for line in table.stdout.splitlines() if line.startswith("protections off here"))
     assert "no_network" in off_line and "unprivileged_user" in off_line and "reaps_orphans" not in off_line
