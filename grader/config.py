@@ -106,6 +106,14 @@ class Assignment:
     groups: tuple[GroupSpec, ...]
     sha256: str
     violation_penalty: str = "zero"
+    # (family, patterns) as configured, and (family, the operators it matched in this torch);
+    # the matches are part of every class's forbidden_operators.
+    forbidden_families: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    family_matches: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # For the static scan: Python names that are a forbidden operator by themselves, and
+    # (name, modules) for names forbidden only when they come from one of those modules.
+    forbidden_names: tuple[str, ...] = ()
+    module_only_names: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def class_spec(self, name: str) -> ClassSpec:
         return next(spec for spec in self.classes if spec.name == name)
@@ -140,7 +148,8 @@ def load_assignment(id_or_path: str = "conv2d") -> Assignment:
         raise ConfigError(f"{path.name}: not valid YAML{where}") from None
     top = _mapping(raw, "")
     _only_keys(top, "", {"id", "title", "scaffold", "seed", "devices", "limits", "tolerance",
-                         "classes", "defaults", "groups", "forbidden_operators", "violation_penalty"})
+                         "classes", "defaults", "groups", "forbidden_operators", "forbidden_families",
+                         "forbidden_names", "violation_penalty"})
     scaffold_name = _typed(top, "scaffold", str, "", required=True)
     scaffold_path = path.parent / scaffold_name
     if not scaffold_path.is_file():
@@ -149,10 +158,12 @@ def load_assignment(id_or_path: str = "conv2d") -> Assignment:
     defaults = _params(top.get("defaults", {}), "defaults", base={})
     forbidden = _operator_list(top.get("forbidden_operators", list(DEFAULT_FORBIDDEN_OPERATORS)),
                                "forbidden_operators")
+    families = _families(top.get("forbidden_families", {}), "forbidden_families")
+    names, module_only = _forbidden_names(top.get("forbidden_names", {}), "forbidden_names")
     penalty = _typed(top, "violation_penalty", str, "", default="zero")
     if penalty not in VIOLATION_PENALTIES:
         raise ConfigError(f"violation_penalty: one of {', '.join(VIOLATION_PENALTIES)}")
-    classes = tuple(_class_spec(name, body, forbidden) for name, body in
+    classes = tuple(_class_spec(name, body, forbidden, families) for name, body in
                     _mapping(top.get("classes"), "classes", required=True).items())
     if not classes:
         raise ConfigError("classes: at least one class is needed")
@@ -175,23 +186,32 @@ def load_assignment(id_or_path: str = "conv2d") -> Assignment:
         groups=groups,
         sha256=hashlib.sha256(raw_text + scaffold_path.read_bytes()).hexdigest(),
         violation_penalty=penalty,
+        forbidden_families=tuple((name, patterns) for name, patterns, _ in families),
+        family_matches=tuple((name, matched) for name, _, matched in families),
+        forbidden_names=names,
+        module_only_names=module_only,
     )
 
 
-def _class_spec(name: Any, body: Any, forbidden: tuple[str, ...]) -> ClassSpec:
+def _class_spec(name: Any, body: Any, forbidden: tuple[str, ...], families: tuple = ()) -> ClassSpec:
     where = f"classes.{name}"
     if not isinstance(name, str) or not name.isidentifier():
         raise ConfigError(f"{where}: class names must be Python identifiers")
     body = _mapping(body, where)
-    _only_keys(body, where, {"points", "case_s", "forbidden_operators", "methods", "speed", "speed_points"})
+    _only_keys(body, where, {"points", "case_s", "forbidden_operators", "forbidden_families", "methods", "speed",
+                             "speed_points"})
     points = _number(body, "points", where, required=True)
     if points < 0:
         raise ConfigError(f"{where}.points: must not be negative")
     case_s = _number(body, "case_s", where)
     if case_s is not None and case_s <= 0:
         raise ConfigError(f"{where}.case_s: must be positive")
+    # A class's own list or families replace the top-level ones (to allow an operator there).
     if "forbidden_operators" in body:
         forbidden = _operator_list(body["forbidden_operators"], f"{where}.forbidden_operators")
+    if "forbidden_families" in body:
+        families = _families(body["forbidden_families"], f"{where}.forbidden_families")
+    forbidden = _with_families(forbidden, families)
     methods = _methods(body.get("methods", {}), f"{where}.methods")
     speed = _typed(body, "speed", bool, where, default=name in SPEED_BY_DEFAULT)
     speed_points = _number(body, "speed_points", where, default=0)
@@ -226,6 +246,57 @@ def _operator_list(raw: Any, where: str) -> tuple[str, ...]:
     if not isinstance(raw, list) or any(not isinstance(op, str) or not op for op in raw):
         raise ConfigError(f"{where}: a list of aten operator names (e.g. convolution, im2col)")
     return tuple(op.removeprefix("aten.") for op in raw)
+
+
+def _families(raw: Any, where: str) -> tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]:
+    """`{family: [regular expression, ...]}` over qualified operator names (`aten::convolution`),
+    each resolved against this torch's operator registry: (family, patterns, operators matched).
+    A family that matches nothing is an error: a renamed operator must not forbid nothing."""
+    import re
+
+    from .operators import resolve_families
+
+    raw = _mapping(raw, where)
+    families = []
+    for family, patterns in raw.items():
+        here = f"{where}.{family}"
+        if not isinstance(patterns, list) or not patterns or any(not isinstance(p, str) or not p for p in patterns):
+            raise ConfigError(f"{here}: a list of regular expressions over operator names (e.g. 'aten::conv.*')")
+        try:
+            matched = resolve_families({family: patterns})[family]
+        except re.error as exc:
+            raise ConfigError(f"{here}: not a regular expression ({exc})") from None
+        if not matched:
+            raise ConfigError(f"{here}: matches no operator of this torch ({_torch_version()})")
+        families.append((str(family), tuple(patterns), matched))
+    return tuple(families)
+
+
+def _forbidden_names(raw: Any, where: str) -> tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]:
+    """`{anywhere: [name, ...], from_modules: {name: [module, ...]}}` for the static scan."""
+    raw = _mapping(raw, where)
+    _only_keys(raw, where, {"anywhere", "from_modules"})
+    anywhere = raw.get("anywhere", [])
+    if not isinstance(anywhere, list) or any(not isinstance(n, str) or not n.isidentifier() for n in anywhere):
+        raise ConfigError(f"{where}.anywhere: a list of Python names")
+    module_only = []
+    for name, modules in _mapping(raw.get("from_modules", {}), f"{where}.from_modules").items():
+        if not isinstance(name, str) or not name.isidentifier() or not isinstance(modules, list) \
+                or not modules or any(not isinstance(m, str) or not m for m in modules):
+            raise ConfigError(f"{where}.from_modules.{name}: a list of module paths (e.g. a.b.c)")
+        module_only.append((name, tuple(modules)))
+    return tuple(anywhere), tuple(module_only)
+
+
+def _with_families(forbidden: tuple[str, ...], families: tuple) -> tuple[str, ...]:
+    extra = [op for _, _, matched in families for op in matched if op not in forbidden]
+    return tuple(forbidden) + tuple(sorted(set(extra)))
+
+
+def _torch_version() -> str:
+    import torch
+
+    return f"torch {torch.__version__}"
 
 
 def _group_spec(name: Any, body: Any, defaults: dict, devices: tuple[str, ...],

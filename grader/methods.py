@@ -364,8 +364,13 @@ def _hits(entry: dict, forbidden: tuple[str, ...]) -> list[tuple[str, str | None
     where = where if isinstance(where, dict) else {}
     if not isinstance(operators, dict):
         return []
-    return [(str(op)[:80], _text(where.get(op)) or None) for op, count in list(operators.items())[:200]
-            if op in forbidden and isinstance(count, int) and count > 0]
+    found = [(str(op)[:80], _text(where.get(op)) or None) for op, count in list(operators.items())[:200]
+             if op in forbidden and isinstance(count, int) and count > 0]
+    # Every hit counts, also one the recorder could not vouch for (not a forbidden operator).
+    named = {op for op, _ in found}
+    found += [(str(op)[:80], _text(location) or None) for op, location in list(where.items())[:50]
+              if str(op)[:80] not in named]
+    return found
 
 
 def _error_text(error: ErrorInfo, limit: int = 120) -> str:

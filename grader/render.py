@@ -25,6 +25,8 @@ def render_text(report: dict, color: bool = False) -> str:
         lines.extend(f"{pad}    {line}" for line in _checks_lines(cls, color))
         for violation in cls["violations"]:
             lines.append(f"{pad}    violation: {violation['message']}")
+        for note in cls.get("static_notes", []):
+            lines.append(f"{pad}    note: {note['message']}")
         for cause in cls.get("likely_causes", []):
             lines.append(f"{pad}    likely cause: {cause['cause'].replace('_', ' ')}: {cause['evidence']}")
         smallest = cls.get("smallest_failing_case")

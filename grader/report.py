@@ -13,7 +13,7 @@ from pathlib import Path
 from .pipeline import GradeReport
 from .score import CASE_STATUSES, CaseResult, ClassReport
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"   # 1.1: classes.<name>.static_notes
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "report.schema.json"
 
 
@@ -74,6 +74,8 @@ def _class_dict(report: ClassReport) -> dict:
         "message": report.message,
         "violations": [{"operator": v.operator, "source": v.source, "kind": v.kind, "location": v.location,
                         "case": v.case, "message": v.describe()} for v in report.violations],
+        "static_notes": [{"name": n.operator, "location": n.location, "message": n.describe()}
+                         for n in report.static_notes],
         "likely_causes": [{"cause": c.cause, "evidence": c.evidence} for c in report.likely_causes],
         "smallest_failing_case": _smallest_dict(report.smallest_failure),
         "methods": [_method_dict(m) for m in report.methods],

@@ -15,7 +15,7 @@ from .compare import Comparison, compare
 from .config import Assignment
 from .methods import MethodCheck, SpeedCheck, lookup
 from .runner import CaseRun, LoadOutcome, WorkerRun
-from .shortcuts import scan_class
+from .shortcuts import ScanRules, scan_class
 from .submission import Submission
 
 CASE_STATUSES = ("passed", "failed", "error", "timeout", "unsupported", "skipped")
@@ -62,7 +62,9 @@ class Violation:
         return self.source == "dispatch" or self.kind == "tampering"
 
     def describe(self) -> str:
-        what = f"aten.{self.operator}" if self.source == "dispatch" else self.operator
+        # Recorded names: aten operators bare, other namespaces qualified, markers in <...>.
+        bare = self.source == "dispatch" and "::" not in self.operator and not self.operator.startswith("<")
+        what = f"aten.{self.operator}" if bare else self.operator
         verb = "works around the operator check with" if self.kind == "tampering" else "uses"
         where = f" at {self.location}" if self.location else ""
         when = f" (case {self.case})" if self.case else (
@@ -82,6 +84,9 @@ class ClassReport:
     cases: tuple[CaseResult, ...]
     likely_causes: tuple = ()          # diagnose.LikelyCause entries, added by the pipeline
     smallest_failure: object = None    # shrink.SmallestFailure, added by the pipeline
+    # What the static scan found that costs nothing: forbidden names the code mentions but that
+    # no case reached (static Violations with kind shortcut; never in `violations`).
+    static_notes: tuple[Violation, ...] = ()
     methods: tuple[MethodCheck, ...] = ()      # the helper methods checked one at a time
     speed: SpeedCheck | None = None            # timed against torch (classes with speed: true)
 
@@ -108,35 +113,56 @@ def class_reports(assignment: Assignment, submission: Submission, worker_run: Wo
         found, speed = lookup(worker_run.extras, spec.name) if status == "graded" else (None, None)
         methods = found.checks if found is not None else ()
         score = _class_points(spec.points, groups, methods, speed) if status == "graded" else 0.0
-        violations = _violations(spec.forbidden_operators, results, submission, spec.name, methods) \
-            if status == "graded" else ()
+        violations, notes = _violations(spec.forbidden_operators, results, submission, spec.name, methods,
+                                        scan_rules(assignment, spec.forbidden_operators)) \
+            if status == "graded" else ((), ())
         penalized = [v for v in violations if v.penalized]
         if penalized and assignment.violation_penalty == "zero":
             score = 0.0
             message = "scored 0: " + penalized[0].describe()
         reports.append(ClassReport(name=spec.name, status=status, score=score, max_score=spec.points,
                                    message=message, violations=violations, groups=groups, cases=results,
-                                   methods=methods, speed=speed))
+                                   methods=methods, speed=speed, static_notes=notes))
     return tuple(reports)
 
 
+def scan_rules(assignment: Assignment, forbidden: tuple[str, ...]) -> ScanRules:
+    """The static scan's names: the assignment's, and every forbidden operator's own name."""
+    names = set(assignment.forbidden_names) | {op.rpartition("::")[2] for op in forbidden}
+    return ScanRules(forbidden_names=frozenset(names), module_names=assignment.module_only_names)
+
+
 def _violations(forbidden: tuple[str, ...], results: tuple[CaseResult, ...], submission: Submission,
-                class_name: str, methods: tuple[MethodCheck, ...] = ()) -> tuple[Violation, ...]:
+                class_name: str, methods: tuple[MethodCheck, ...] = (), rules: ScanRules = ScanRules()
+                ) -> tuple[tuple[Violation, ...], tuple[Violation, ...]]:
+    """(violations, notes): every violation costs points (under violation_penalty: zero); a note
+    is a forbidden name that the source mentions and no case reached."""
     found: dict[str, Violation] = {}
     for result in results:
         hits = dict(result.run.forbidden_hits)
         for operator, count in result.run.operators:
             if operator in forbidden and count and operator not in found:
                 found[operator] = Violation(operator, "dispatch", "shortcut", hits.get(operator), result.case.id)
+        for operator, location in hits.items():
+            # A hit the recorder reports for an operator that is not forbidden is one it could not
+            # vouch for (registered by the submission, a subclass's __torch_dispatch__, a changed
+            # dispatch stack): that works around the check.
+            if operator not in found:
+                kind = "shortcut" if operator in forbidden else "tampering"
+                found[operator] = Violation(operator, "dispatch", kind, location, result.case.id)
     for check in methods:          # a helper that __call__ never reaches is still checked
         for operator, location, case_id in check.violations:
-            if operator in forbidden and operator not in found:
-                found[operator] = Violation(operator, "dispatch", "shortcut", location, case_id)
-    static = tuple(Violation(f.name, "static", f.kind, f.location, None)
-                   for f in scan_class(submission, class_name))
-    # A static finding that the recorder also saw adds nothing but noise, unless it is tampering.
-    static = tuple(v for v in static if v.kind == "tampering" or not found)
-    return tuple(found.values()) + static
+            if operator not in found:
+                kind = "shortcut" if operator in forbidden else "tampering"
+                found[operator] = Violation(operator, "dispatch", kind, location, case_id)
+    violations, notes = list(found.values()), []
+    for finding in scan_class(submission, class_name, rules):
+        violation = Violation(finding.name, "static", finding.kind, finding.location, None)
+        if finding.penalized:
+            violations.append(violation)
+        elif not found:        # a mention the recorder also saw adds nothing but noise
+            notes.append(violation)
+    return tuple(violations), tuple(notes)
 
 
 def _class_status(name: str, load: LoadOutcome, submission: Submission) -> tuple[str, str]:

@@ -36,18 +36,20 @@ def main(spec_json: str) -> None:
 def serve(spec: dict) -> None:
     """Confine this process, then answer requests until told to exit. Runs in a fresh
     interpreter (main) or in a child forked from the fork server."""
-    global _digest, _max_output_bytes, _wire_dtypes
+    global _digest, _max_output_bytes, _wire_dtypes, _recorder_module
     from grader import sandbox
 
     protections = sandbox.confine(spec)
     _LIMITS.update(spec.get("rlimits", {}))
     import torch
 
+    from grader import recorder
     from grader.protocol import DTYPE_NAMES, PAYLOAD_LIMIT, Channel, tensor_digest
     # Bound here, before any submission code runs: a submission that replaces
     # grader.protocol.tensor_digest (to hide that it mutated its input) changes nothing.
     _digest, _max_output_bytes = tensor_digest, PAYLOAD_LIMIT // 2
     _wire_dtypes = frozenset(DTYPE_NAMES)
+    _recorder_module = recorder
     torch.set_num_threads(1)
     channel = Channel(spec["request_fd"], spec["response_fd"])
     if spec.get("cuda"):
@@ -194,17 +196,21 @@ class Worker:
                 result = layer(data)
                 if device == "cuda":
                     torch.cuda.synchronize()
+                duration = time.perf_counter() - started
+                returned = _captured(result, recorder)
+                layer = result = None      # dropped (their __del__ runs) while recorded: see Recorder
         except BaseException as exc:
             return {"status": "error", "error": self._describe(exc), **recorder.summary()}
-        duration = time.perf_counter() - started
+        # Our input tensors live until the reply is sent (run() holds them): a finalizer the
+        # student hung on them must not run between recording and sending.
+        tensors["_in_use"] = (data, kernel)
         response = {"status": "returned", "duration_s": duration, **recorder.summary(),
-                    "returned_type": _type_name(result), "returned_kind": _kind(result),
+                    "returned_type": returned["type"], "returned_kind": returned["kind"],
                     "input_sha256": _digest(data), "kernel_sha256": _digest(kernel)}
-        try:
-            output, output_device = _plain_data(result)
-        except Exception as exc:
-            return {**response, "status": "error", "error": self._describe(exc),
+        if "error" in returned:
+            return {**response, "status": "error", "error": self._describe(returned["error"]),
                     "message": "the returned value's data could not be read"}
+        output, output_device = returned["output"], returned["device"]
         if output is not None and output.dtype not in _wire_dtypes:
             response["message"] = f"returned a tensor of dtype {output.dtype}, which cannot be graded"
         elif output is not None:
@@ -232,43 +238,14 @@ class Worker:
 
 
 def OperatorRecorder(forbidden, filenames):
-    """A dispatch mode that counts every aten operator the student's code reaches, whatever
-    Python name reached it (F.conv2d, getattr(torch, "con" + "v2d"), nn.Conv2d all end in
-    aten.convolution), and remembers the student's line for forbidden ones."""
-    from collections import Counter
-
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class _Recorder(TorchDispatchMode):
-        @classmethod
-        def _should_skip_dynamo(cls):
-            # Otherwise torch wraps __torch_dispatch__ so that its first call imports
-            # torch._dynamo: 1.3 s per worker for nothing we use.
-            return False
-
-        def __init__(self):
-            super().__init__()
-            self.counts = Counter()
-            self.hits = {}
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            name = func.overloadpacket.__name__
-            self.counts[name] += 1
-            if name in forbidden and name not in self.hits:
-                self.hits[name] = _student_line(filenames)
-            return func(*args, **(kwargs or {}))
-
-        def summary(self):
-            return {"operators": dict(self.counts.most_common(200)), "forbidden_hits": self.hits}
-
-    return _Recorder()
-
-
-def _student_line(filenames) -> str | None:
-    for frame in reversed(traceback.extract_stack()):
-        if frame.filename in filenames:
-            return f"{frame.filename}, line {frame.lineno}: {(frame.line or '').strip()[:120]}"
-    return None
+    """A dispatch mode that counts every operator the student's code reaches, whatever Python
+    name reached it (F.conv2d, getattr(torch, "con" + "v2d"), nn.Conv2d all end in
+    aten.convolution), and remembers the student's line for forbidden ones. grader.recorder
+    binds everything it uses when the worker starts, before any submission code runs."""
+    module = _recorder_module
+    if module is None:             # used outside serve() (tests): nothing to bind before
+        from grader import recorder as module
+    return module.Recorder(forbidden, filenames)
 
 
 def _accepts(cls, args: tuple, keywords: dict) -> bool:
@@ -282,26 +259,44 @@ def _accepts(cls, args: tuple, keywords: dict) -> bool:
 
 
 _digest = None              # grader.protocol.tensor_digest, bound in main()
+_recorder_module = None     # grader.recorder, bound in serve()
 _max_output_bytes = 0
 _wire_dtypes: frozenset = frozenset()
 
 
+def _captured(result, recorder) -> dict:
+    """What the grader needs of a returned value, read inside the recorder (its type, its kind,
+    a copy of its data, or the exception reading it raised): once recording ends, the student's
+    objects may change (a __del__, a finalizer), the copy may not. The copy's own operators are
+    not counted (they are the grader's), but a forbidden one is still a hit."""
+    captured = {"type": _type_name(result), "kind": _kind(result)}
+    recorder.paused = True
+    try:
+        captured["output"], captured["device"] = _plain_data(result)
+    except Exception as exc:
+        captured["error"] = exc
+    finally:
+        recorder.paused = False
+    return captured
+
+
 def _plain_data(result):
-    """(a plain, contiguous CPU tensor holding the returned value's data, its device name), or
-    (None, None) when it has no numeric data. Tensor subclasses are read with their
-    __torch_function__ switched off, so their overrides never run in the grader's own code
-    (the channel, the digest) and the grader judges plain numbers only."""
+    """(a plain, contiguous CPU copy of the returned value's data, its device name), or
+    (None, None) when it has no numeric data. Always a copy, never a view of the student's
+    memory. Tensor subclasses are read with their __torch_function__ switched off, so their
+    overrides never run in the grader's own code (the channel, the digest) and the grader
+    judges plain numbers only."""
     import torch
 
     if isinstance(result, torch.Tensor):
         with torch._C.DisableTorchFunctionSubclass():
             plain = torch.Tensor.as_subclass(result, torch.Tensor).detach()
-            return plain.to("cpu").contiguous(), str(plain.device)
+            return plain.to("cpu", copy=True).contiguous(), str(plain.device)
     output = _as_tensor(result)
     if output is None:
         return None, None
     with torch._C.DisableTorchFunctionSubclass():
-        return torch.Tensor.as_subclass(output, torch.Tensor).detach().contiguous(), "cpu"
+        return torch.Tensor.as_subclass(output, torch.Tensor).detach().clone().contiguous(), "cpu"
 
 
 def _cuda_context_lost(error: dict) -> bool:

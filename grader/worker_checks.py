@@ -44,15 +44,16 @@ def methods(worker, request: dict, tensors: dict) -> tuple[dict, dict]:
                 result = getattr(layer, method)(*arguments)
                 if device == "cuda":
                     torch.cuda.synchronize()
+                returned = _worker._captured(result, recorder)   # a copy, read while recorded
+                layer = result = None
         except BaseException as exc:
             calls.append({"status": "error", "error": worker._describe(exc), **recorder.summary()})
             continue
-        entry = {"status": "returned", **recorder.summary(), "returned_type": _worker._type_name(result),
-                 "returned_kind": _worker._kind(result)}
-        try:
-            data, _ = _worker._plain_data(result)
-        except Exception as exc:
-            entry.update(status="error", error=worker._describe(exc))
+        entry = {"status": "returned", **recorder.summary(), "returned_type": returned["type"],
+                 "returned_kind": returned["kind"]}
+        data = returned.get("output")
+        if "error" in returned:
+            entry.update(status="error", error=worker._describe(returned["error"]))
             data = None
         if data is not None:
             size = data.numel() * data.element_size()

@@ -583,3 +583,44 @@ def test_every_fixture_gets_a_valid_report(grade):
         if name == SQUAT and os.geteuid() != 0:
             continue
         assert_grader_report(grade(name))
+
+
+# --- issue 11: library convolutions that scored full marks -------------------------------------
+
+ROUTES = {"conv_routes.py": {"Conv2dLoop": "conv_tbc", "Conv2dMatrix": "convolution_backward",
+                             "Conv2dMatrixV2": "slow_conv3d_forward"},
+          "conv_routes_more.py": {"Conv2dLoop": "slow_conv_dilated3d", "Conv2dMatrix": "slow_conv_transpose2d",
+                                  "Conv2dMatrixV2": "mkldnn::_convolution_pointwise"}}
+
+
+@pytest.mark.parametrize("fixture", sorted(ROUTES))
+def test_every_convolution_operator_is_a_violation(grade, fixture):
+    graded = grade(fixture)
+    assert_grader_report(graded)
+    for name, operator in ROUTES[fixture].items():
+        report = graded.cls(name)
+        assert statuses(graded, name) == {"passed"}, name      # right answers: only the operator costs
+        assert report["score"] == 0, name
+        assert any(v["operator"] == operator and v["source"] == "dispatch" for v in report["violations"]), \
+            (name, report["violations"])
+
+
+def test_patching_libraries_does_not_blind_the_recorder(grade):
+    graded = grade("blind_recorder.py")
+    assert_grader_report(graded)
+    for name in CLASSES:
+        report = graded.cls(name)
+        assert report["score"] == 0
+        assert any(v["operator"] == "convolution" and v["source"] == "dispatch" for v in report["violations"]), name
+
+
+def test_work_done_after_the_call_is_recorded_or_never_graded(grade):
+    graded = grade("late_del.py")
+    assert_grader_report(graded)
+    for name in ("Conv2dLoop", "Conv2dMatrix"):      # __del__ fills the returned tensor with F.conv2d
+        report = graded.cls(name)
+        assert report["score"] == 0
+        assert statuses(graded, name) == {"failed"}, name     # the grader's copy was taken before
+        assert any(v["operator"] == "convolution" and v["source"] == "dispatch" for v in report["violations"])
+    honest = graded.cls("Conv2dMatrixV2")
+    assert honest["score"] == 35 and honest["violations"] == []
