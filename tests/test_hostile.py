@@ -41,7 +41,7 @@ CLASSES = ("Conv2dLoop", "Conv2dMatrix", "Conv2dMatrixV2")
 # restart; runaways add their limits (statement 1.5 s, load 6 s, case 2 s in the YAML).
 WALL_LIMIT_S = 25.0
 SLOW_WALL_LIMIT_S = 45.0
-SLOW_FIXTURES = {"loop_at_import.py", "loop_in_call.py", "forge_protocol.py"}
+SLOW_FIXTURES = {"loop_at_import.py", "loop_in_call.py", "forge_protocol.py", "load_budget_cheap.py"}
 # Fixtures whose threat does not need every case: one case keeps restarts few.
 ONE_CASE = {"answer_hunt.py", "exit_in_call.py", "loop_at_import.py", "loop_in_call.py",
             "memory_hog.py", "output_flood.py", "file_bomb.py", "fork_bomb.py", "detach_daemons.py",
@@ -624,3 +624,40 @@ def test_work_done_after_the_call_is_recorded_or_never_graded(grade):
         assert any(v["operator"] == "convolution" and v["source"] == "dispatch" for v in report["violations"])
     honest = graded.cls("Conv2dMatrixV2")
     assert honest["score"] == 35 and honest["violations"] == []
+
+
+def test_tampering_hidden_in_top_level_code_and_exec_strings_is_found(grade):
+    graded = grade("hidden_tampering.py")
+    assert_grader_report(graded)
+    for name in CLASSES:
+        report = graded.cls(name)
+        assert report["score"] == 0, name
+        assert report["message"].startswith("scored 0: works around the operator check"), report["message"]
+    source = (HOSTILE / "hidden_tampering.py").read_text().splitlines()
+    alias = next(i for i, line in enumerate(source, 1) if line.startswith("pm = "))
+    loop = graded.cls("Conv2dLoop")["violations"]
+    assert any(v["kind"] == "tampering" and f"line {alias}:" in v["location"] for v in loop)
+    matrix = graded.cls("Conv2dMatrix")["violations"]          # the class exists only in a string
+    assert any(v["kind"] == "tampering" and "in code given to exec" in v["location"] for v in matrix)
+    v2 = graded.cls("Conv2dMatrixV2")["violations"]            # getattr(torch._C, <built at run time>)
+    assert any(v["operator"] == "getattr(..., <a computed name>)" for v in v2)
+
+
+def test_lines_that_used_to_crash_the_grader_get_a_report_and_full_marks(grade):
+    graded = grade("ungradable_lines.ipynb")
+    assert_grader_report(graded)
+    assert graded.report["score"] == 100
+    notes = graded.report["load"]["skipped"]
+    assert any(n["cell"] == 3 and "lone surrogates" in n["message"] for n in notes), notes
+    v2 = graded.cls("Conv2dMatrixV2")
+    assert v2["violations"] == []
+    assert any(n["name"].endswith(".functional.conv2d") for n in v2["static_notes"]), v2["static_notes"]
+
+
+@pytest.mark.slow
+def test_cheap_definitions_still_load_once_the_load_budget_is_spent(grade):
+    graded = grade("load_budget_cheap.py")
+    assert_grader_report(graded)
+    assert graded.report["score"] == 100, {n: graded.cls(n)["message"] for n in CLASSES}
+    skipped = [e for e in graded.report["load"]["errors"] if e["type"] == "Skipped"]
+    assert skipped and all("budget" in e["message"] for e in skipped)
