@@ -13,8 +13,13 @@ the record honest where binding is not enough:
 - an operator the dispatcher did not know when this module was imported (registered by the
   submission, e.g. with torch.library) and a tensor subclass with its own __torch_dispatch__
   (whose code runs while the mode is paused) are recorded as unverifiable;
-- the dispatch stack and torch's operator classes are checked when recording ends: a recorder
-  that was popped, covered by another mode or whose operator classes were patched says so.
+- the dispatch stack and torch's operator classes are checked: a mode already on the stack when
+  recording starts, a recorder that was popped or covered by another mode, and patched operator
+  classes are recorded as unverifiable.
+
+Objects that exist when recording starts are frozen out of the garbage collector (gc.freeze), so
+the collection at the end only finalizes what the student's code made, and gc.get_objects() no
+longer lists the worker's own objects while the student's code runs.
 
 Module names here stay generic: which operators are forbidden is the caller's data.
 """
@@ -93,6 +98,10 @@ class Recorder(TorchDispatchMode):
         # in settle() stays cheap, and nothing older is finalized later by surprise.
         _gc_freeze()
         _gc_enable()
+        if _stack_len() != 0:
+            # A mode left on the stack by submission code would sit under this one: the operators
+            # this one passes on would reach it, and what it runs would not be recorded.
+            self._hit(UNVERIFIED_STACK)
         _push(self)
         return self
 

@@ -120,7 +120,7 @@ def scan_class(submission: Submission, class_name: str, rules: ScanRules = ScanR
         scanner.reach(class_name)
         scanner.load()
         return scanner.result()
-    except (RecursionError, MemoryError, ValueError, SyntaxError, TypeError) as exc:
+    except (RecursionError, MemoryError) as exc:
         # Fail closed: code the scan cannot analyse is not known to be harmless.
         return (StaticFinding(f"source the scan cannot analyse ({type(exc).__name__})", "tampering",
                               f"{submission.path.name}"),)
@@ -364,7 +364,7 @@ class _Scanner:
                 self._add(f"import {module}", "tampering", piece, node)
         elif name in ATTRIBUTE_CALLS and len(node.args) >= 2:
             self._attribute_call(name, node, piece, reached, constants)
-        elif name in ("vars", "dir") and node.args:
+        elif name == "vars" and node.args:           # a module's dict is writable (dir() only lists)
             target_root, target_parts = _chain(node.args[0])
             target = None if self._own(target_root) else self._resolve(target_root, target_parts)
             if target is not None and target.split(".")[0] in PROTECTED_MODULES:

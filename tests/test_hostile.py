@@ -493,7 +493,12 @@ def test_detached_processes_do_not_outlive_grading(grade):
     graded = grade("detach_daemons.py")
     assert_grader_report(graded)    # asserts no survivors, by re-parenting and by marker
     assert graded.report["load"]["errors"] == []
-    assert graded.cls("Conv2dMatrixV2")["score"] == 35
+    # The daemon at import does not stop grading: V2's cases all pass. Since issue 11 a process
+    # started while loading costs every class (it can compute outside the recorder's sight).
+    v2 = graded.cls("Conv2dMatrixV2")
+    assert statuses(graded, "Conv2dMatrixV2") == {"passed"}
+    assert v2["score"] == 0 and any(v["kind"] == "tampering" and "os.fork" in v["operator"]
+                                    for v in v2["violations"]), v2["violations"]
 
 
 # --- 7. shortcuts ----------------------------------------------------------------------------
@@ -659,5 +664,8 @@ def test_cheap_definitions_still_load_once_the_load_budget_is_spent(grade):
     graded = grade("load_budget_cheap.py")
     assert_grader_report(graded)
     assert graded.report["score"] == 100, {n: graded.cls(n)["message"] for n in CLASSES}
-    skipped = [e for e in graded.report["load"]["errors"] if e["type"] == "Skipped"]
-    assert skipped and all("budget" in e["message"] for e in skipped)
+    errors = graded.report["load"]["errors"]
+    assert any(e["type"] == "Fatal" and "loading took longer than 6 s" in e["message"] for e in errors), errors
+    source = (HOSTILE / "load_budget_cheap.py").read_text().splitlines()
+    device = next(i for i, line in enumerate(source, 1) if line.startswith("device = "))
+    assert all(e["line"] != device for e in errors)
