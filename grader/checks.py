@@ -229,9 +229,12 @@ def method_call(context: CheckContext, case: Case, plan: Plan, inputs: dict[str,
 
 
 def forbidden_reached(run: CaseRun, forbidden: tuple[str, ...]) -> list[tuple[str, str | None]]:
-    """The forbidden operators a run dispatched, with the student's line for each."""
+    """The forbidden operators a run dispatched, with the student's line for each, and every
+    hit the recorder could not vouch for (not a forbidden operator: it works around the check)."""
     where = dict(run.forbidden_hits)
-    return [(op, where.get(op)) for op, count in run.operators if op in forbidden and count > 0]
+    found = [(op, where.get(op)) for op, count in run.operators if op in forbidden and count > 0]
+    named = {op for op, _ in found}
+    return found + [(op, location) for op, location in where.items() if op not in named]
 
 
 def error_text(error: ErrorInfo, limit: int = 120) -> str:

@@ -107,6 +107,14 @@ class Assignment:
     subject: Subject = field(default=None, compare=False, repr=False)
     subject_files: tuple[Path, ...] = field(default=(), compare=False, repr=False)
     settings: tuple[tuple[str, Any], ...] = ()
+    # (family, patterns) as configured, and (family, the operators it matched in this torch);
+    # the matches are part of every item's forbidden_operators.
+    forbidden_families: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    family_matches: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # For the static scan: Python names that are a forbidden operator by themselves, and
+    # (name, modules) for names forbidden only when they come from one of those modules.
+    forbidden_names: tuple[str, ...] = ()
+    module_only_names: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def item(self, name: str) -> ItemSpec:
         return next(spec for spec in self.items if spec.name == name)
@@ -156,7 +164,8 @@ def load_assignment(id_or_path: str) -> Assignment:
         raise ConfigError(f"{path.name}: not valid YAML{where}") from None
     top = _mapping(raw, "")
     _only_keys(top, "", {"id", "title", "scaffold", "subject", "seed", "devices", "limits", "tolerance",
-                         "items", "defaults", "groups", "forbidden_operators", "violation_penalty"})
+                         "items", "defaults", "groups", "forbidden_operators", "forbidden_families",
+                         "forbidden_names", "violation_penalty"})
     scaffold_name = _typed(top, "scaffold", str, "", required=True)
     scaffold_path = path.parent / scaffold_name
     if not scaffold_path.is_file():
@@ -168,11 +177,13 @@ def load_assignment(id_or_path: str) -> Assignment:
     defaults = _params(subject, top.get("defaults", {}), "defaults", base={})
     forbidden = _operator_list(top.get("forbidden_operators", list(subject.forbidden_operators)),
                                "forbidden_operators")
+    families = _families(top.get("forbidden_families", {}), "forbidden_families")
+    names, module_only = _forbidden_names(top.get("forbidden_names", {}), "forbidden_names")
     penalty = _typed(top, "violation_penalty", str, "", default="zero")
     if penalty not in VIOLATION_PENALTIES:
         raise ConfigError(f"violation_penalty: one of {', '.join(VIOLATION_PENALTIES)}")
     raw_items = _mapping(top.get("items"), "items", required=True)
-    items = tuple(_item_spec(subject, name, body, forbidden) for name, body in raw_items.items())
+    items = tuple(_item_spec(subject, name, body, forbidden, families) for name, body in raw_items.items())
     if not items:
         raise ConfigError("items: at least one item is needed")
     item_names = {item.name for item in items}
@@ -213,6 +224,10 @@ def load_assignment(id_or_path: str) -> Assignment:
         subject=subject,
         subject_files=modules,
         settings=tuple((s.name, setting_value(defaults[s.name])) for s in subject.settings if s.name in defaults),
+        forbidden_families=tuple((name, patterns) for name, patterns, _ in families),
+        family_matches=tuple((name, matched) for name, _, matched in families),
+        forbidden_names=names,
+        module_only_names=module_only,
     )
 
 
@@ -271,13 +286,13 @@ def load_subject(path: Path, where: str) -> Subject:
     return subject
 
 
-def _item_spec(subject: Subject, name: Any, body: Any, forbidden: tuple[str, ...]) -> ItemSpec:
+def _item_spec(subject: Subject, name: Any, body: Any, forbidden: tuple[str, ...], families: tuple = ()) -> ItemSpec:
     where = f"items.{name}"
     if not isinstance(name, str) or not name.isidentifier():
         raise ConfigError(f"{where}: item names must be Python identifiers")
     body = _mapping(body, where)
-    _only_keys(body, where, {"points", "case_s", "forbidden_operators", "checks", "task", "name", "options",
-                             "defaults", "groups"})
+    _only_keys(body, where, {"points", "case_s", "forbidden_operators", "forbidden_families", "checks", "task",
+                             "name", "options", "defaults", "groups"})
     task_name = _typed(body, "task", str, where, default=subject.default_task or name)
     task = subject.tasks.get(task_name)
     if task is None:
@@ -292,8 +307,12 @@ def _item_spec(subject: Subject, name: Any, body: Any, forbidden: tuple[str, ...
     case_s = _number(body, "case_s", where)
     if case_s is not None and case_s <= 0:
         raise ConfigError(f"{where}.case_s: must be positive")
+    # An item's own list or families replace the top-level ones (to allow an operator there).
     if "forbidden_operators" in body:
         forbidden = _operator_list(body["forbidden_operators"], f"{where}.forbidden_operators")
+    if "forbidden_families" in body:
+        families = _families(body["forbidden_families"], f"{where}.forbidden_families")
+    forbidden = _with_families(forbidden, families)
     checks = _checks(task, body.get("checks", {}), f"{where}.checks")
     carved = sum(p for _, p in checks)
     if carved > points:
@@ -351,6 +370,57 @@ def _operator_list(raw: Any, where: str) -> tuple[str, ...]:
     if not isinstance(raw, list) or any(not isinstance(op, str) or not op for op in raw):
         raise ConfigError(f"{where}: a list of aten operator names")
     return tuple(op.removeprefix("aten.") for op in raw)
+
+
+def _families(raw: Any, where: str) -> tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]:
+    """`{family: [regular expression, ...]}` over qualified operator names (`aten::name`),
+    each resolved against this torch's operator registry: (family, patterns, operators matched).
+    A family that matches nothing is an error: a renamed operator must not forbid nothing."""
+    import re
+
+    from .operators import resolve_families
+
+    raw = _mapping(raw, where)
+    families = []
+    for family, patterns in raw.items():
+        here = f"{where}.{family}"
+        if not isinstance(patterns, list) or not patterns or any(not isinstance(p, str) or not p for p in patterns):
+            raise ConfigError(f"{here}: a list of regular expressions over operator names (e.g. 'aten::name.*')")
+        try:
+            matched = resolve_families({family: patterns})[family]
+        except re.error as exc:
+            raise ConfigError(f"{here}: not a regular expression ({exc})") from None
+        if not matched:
+            raise ConfigError(f"{here}: matches no operator of this torch ({_torch_version()})")
+        families.append((str(family), tuple(patterns), matched))
+    return tuple(families)
+
+
+def _forbidden_names(raw: Any, where: str) -> tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]:
+    """`{anywhere: [name, ...], from_modules: {name: [module, ...]}}` for the static scan."""
+    raw = _mapping(raw, where)
+    _only_keys(raw, where, {"anywhere", "from_modules"})
+    anywhere = raw.get("anywhere", [])
+    if not isinstance(anywhere, list) or any(not isinstance(n, str) or not n.isidentifier() for n in anywhere):
+        raise ConfigError(f"{where}.anywhere: a list of Python names")
+    module_only = []
+    for name, modules in _mapping(raw.get("from_modules", {}), f"{where}.from_modules").items():
+        if not isinstance(name, str) or not name.isidentifier() or not isinstance(modules, list) \
+                or not modules or any(not isinstance(m, str) or not m for m in modules):
+            raise ConfigError(f"{where}.from_modules.{name}: a list of module paths (e.g. a.b.c)")
+        module_only.append((name, tuple(modules)))
+    return tuple(anywhere), tuple(module_only)
+
+
+def _with_families(forbidden: tuple[str, ...], families: tuple) -> tuple[str, ...]:
+    extra = [op for _, _, matched in families for op in matched if op not in forbidden]
+    return tuple(forbidden) + tuple(sorted(set(extra)))
+
+
+def _torch_version() -> str:
+    import torch
+
+    return f"torch {torch.__version__}"
 
 
 def _group_spec(subject: Subject, name: Any, body: Any, defaults: dict, devices: tuple[str, ...],

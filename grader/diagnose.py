@@ -8,8 +8,8 @@ Two kinds of evidence, in this order:
 2. patterns over the parameters of what is left: the assignment declares features of a case
    (`Task.features`: "height != width", "more than one output channel", ...) and the engine
    finds the simplest description of where the rest fails: one feature ("fails 10 of 14 cases
-   with height != width, 0 of 26 without"), or two together ("passes only when out_channels
-   == 1 and the output is 1x1"). The failures a pattern explains are set aside and the search
+   with height != width, 0 of 26 without"), or two together ("passes only when there is one
+   filter and the output is 1x1"). The failures a pattern explains are set aside and the search
    repeats, so a second, independent pattern is named too.
 
 Each cause is ranked by the points its failing cases cost, costliest first; a minor cause

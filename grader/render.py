@@ -31,6 +31,8 @@ def render_text(report: dict, color: bool = False) -> str:
         lines.extend(f"{pad}    {line}" for line in _checks_lines(cls, color))
         for violation in cls["violations"]:
             lines.append(f"{pad}    violation: {violation['message']}")
+        for note in cls.get("static_notes", []):
+            lines.append(f"{pad}    note: {note['message']}")
         causes = cls.get("likely_causes", [])
         for cause in causes:
             cost = f" (costs {_num(cause['points'])} points)" if "points" in cause else ""

@@ -80,6 +80,8 @@ def _item_dict(item: ItemReport, report: GradeReport) -> dict:
         "message": item.message,
         "violations": [{"operator": v.operator, "source": v.source, "kind": v.kind, "location": v.location,
                         "case": v.case, "message": v.describe()} for v in item.violations],
+        "static_notes": [{"name": n.operator, "location": n.location, "message": n.describe()}
+                         for n in item.static_notes],
         "likely_causes": [{"cause": c.cause, "evidence": c.evidence, "points": c.points, "failing": len(c.cases),
                            "smallest_failing_case": _smallest_dict(found, describe)}
                           for c, found in zip(item.likely_causes, item.cause_failures or (None,) * len(item.likely_causes))],

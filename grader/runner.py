@@ -483,9 +483,6 @@ def _is_within(path: Path, ancestor: Path) -> bool:
     return path == ancestor or ancestor in path.parents
 
 
-DEFINITION_STARTS = ("def ", "async def ", "class ", "import ", "from ", "@")
-
-
 class WorkerSession:
     """A submission's worker across restarts: every restart reloads the same definitions,
     minus the statements that killed or hung an earlier worker. Everything it runs shares one
@@ -597,10 +594,10 @@ class WorkerSession:
             if isinstance(exc, ChannelTimeout):
                 # The load budget is spent: a reload that ran the same slow assignments again
                 # would time out again, one statement later. Skip every later statement that
-                # is not a definition, so the classes still load on the next try.
+                # is costly (submission.CodeUnit.cheap: definitions, imports and assignments of
+                # constants still run), so the classes and what they use still load.
                 for unit in self.submission.units:
-                    if unit.index > current and unit.index not in self.fatal_units \
-                            and not unit.source.lstrip().startswith(DEFINITION_STARTS):
+                    if unit.index > current and unit.index not in self.fatal_units and not unit.cheap:
                         self.fatal_units[unit.index] = ErrorInfo(
                             type="Skipped", message="not run: the load time budget was spent before it",
                             location=None, traceback="")

@@ -16,7 +16,7 @@ from .checks import CheckResult, results_of
 from .compare import Comparison, judge_run
 from .config import Assignment, ItemSpec
 from .runner import CaseRun, LoadOutcome, WorkerRun, resolve_item
-from .shortcuts import scan_item
+from .shortcuts import ScanRules, scan_class
 from .submission import Submission
 
 CASE_STATUSES = ("passed", "failed", "error", "timeout", "unsupported", "skipped")
@@ -64,7 +64,9 @@ class Violation:
         return self.source == "dispatch" or self.kind == "tampering"
 
     def describe(self) -> str:
-        what = f"aten.{self.operator}" if self.source == "dispatch" else self.operator
+        # Recorded names: aten operators bare, other namespaces qualified, markers in <...>.
+        bare = self.source == "dispatch" and "::" not in self.operator and not self.operator.startswith("<")
+        what = f"aten.{self.operator}" if bare else self.operator
         verb = "works around the operator check with" if self.kind == "tampering" else "uses"
         where = f" at {self.location}" if self.location else ""
         when = f" (case {self.case})" if self.case else (
@@ -88,6 +90,9 @@ class ItemReport:
     smallest_failure: object = None    # shrink.SmallestFailure, added by the pipeline
     cause_failures: tuple = ()         # a shrink.SmallestFailure (or None) per likely cause
     checks: tuple[CheckResult, ...] = ()
+    # What the static scan found that costs nothing: forbidden names the code mentions but that
+    # no case reached (static Violations with kind shortcut; never in `violations`).
+    static_notes: tuple[Violation, ...] = ()
 
     def first_failure(self, include_hidden: bool = True) -> CaseResult | None:
         for result in self.cases:
@@ -114,14 +119,15 @@ def item_reports(assignment: Assignment, submission: Submission, worker_run: Wor
         groups = _group_summaries(assignment, spec.name, results) if status == "graded" else ()
         checks = _credit_methods(results_of(worker_run.extras, spec.name), results) if status == "graded" else ()
         score = _item_points(spec.points, groups, checks) if status == "graded" else 0.0
-        violations = _violations(assignment, spec, results, submission, checks) if status == "graded" else ()
+        violations, notes = _violations(assignment, spec, results, submission, checks) \
+            if status == "graded" else ((), ())
         penalized = [v for v in violations if v.penalized]
         if penalized and assignment.violation_penalty == "zero":
             score = 0.0
             message = "scored 0: " + penalized[0].describe()
         reports.append(ItemReport(name=spec.name, kind=spec.kind, python_name=spec.python_name, status=status,
                                   score=score, max_score=spec.points, message=message, violations=violations,
-                                  groups=groups, cases=results, checks=checks))
+                                  groups=groups, cases=results, checks=checks, static_notes=notes))
     return tuple(reports)
 
 
@@ -147,8 +153,16 @@ def _credit_methods(checks: tuple[CheckResult, ...], results: tuple[CaseResult, 
     return tuple(credited)
 
 
+def scan_rules(assignment: Assignment, forbidden: tuple[str, ...]) -> ScanRules:
+    """The static scan's names: the assignment's, and every forbidden operator's own name."""
+    names = set(assignment.forbidden_names) | {op.rpartition("::")[2] for op in forbidden}
+    return ScanRules(forbidden_names=frozenset(names), module_names=assignment.module_only_names)
+
+
 def _violations(assignment: Assignment, spec: ItemSpec, results: tuple[CaseResult, ...], submission: Submission,
-                checks: tuple[CheckResult, ...] = ()) -> tuple[Violation, ...]:
+                checks: tuple[CheckResult, ...] = ()) -> tuple[tuple[Violation, ...], tuple[Violation, ...]]:
+    """(violations, notes): every violation costs points (under violation_penalty: zero); a note
+    is a forbidden name that the source mentions and no case reached."""
     forbidden = spec.forbidden_operators
     found: dict[str, Violation] = {}
     for result in results:
@@ -156,17 +170,26 @@ def _violations(assignment: Assignment, spec: ItemSpec, results: tuple[CaseResul
         for operator, count in result.run.operators:
             if operator in forbidden and count and operator not in found:
                 found[operator] = Violation(operator, "dispatch", "shortcut", hits.get(operator), result.case.id)
+        for operator, location in hits.items():
+            # A hit the recorder reports for an operator that is not forbidden is one it could not
+            # vouch for (registered by the submission, a subclass's __torch_dispatch__, a changed
+            # dispatch stack): that works around the check.
+            if operator not in found:
+                kind = "shortcut" if operator in forbidden else "tampering"
+                found[operator] = Violation(operator, "dispatch", kind, location, result.case.id)
     for check in checks:          # a helper that the item's call never reaches is still checked
         for operator, location, case_id in check.violations:
-            if operator in forbidden and operator not in found:
-                found[operator] = Violation(operator, "dispatch", "shortcut", location, case_id)
-    subject = assignment.subject
-    static = tuple(Violation(f.name, "static", f.kind, f.location, None)
-                   for f in scan_item(submission, spec.python_name, subject.forbidden_names,
-                                      subject.functional_only_names))
-    # A static finding that the recorder also saw adds nothing but noise, unless it is tampering.
-    static = tuple(v for v in static if v.kind == "tampering" or not found)
-    return tuple(found.values()) + static
+            if operator not in found:
+                kind = "shortcut" if operator in forbidden else "tampering"
+                found[operator] = Violation(operator, "dispatch", kind, location, case_id)
+    violations, notes = list(found.values()), []
+    for finding in scan_class(submission, spec.python_name, scan_rules(assignment, forbidden)):
+        violation = Violation(finding.name, "static", finding.kind, finding.location, None)
+        if finding.penalized:
+            violations.append(violation)
+        elif not found:        # a mention the recorder also saw adds nothing but noise
+            notes.append(violation)
+    return tuple(violations), tuple(notes)
 
 
 def _item_status(assignment: Assignment, spec: ItemSpec, load: LoadOutcome, submission: Submission) -> tuple[str, str]:

@@ -132,12 +132,9 @@ class Subject:
     tasks: Mapping[str, Task] = {}
     default_task: str | None = None
     causes: tuple[str, ...] = ()
-    # aten operators (overload-packet names) that do the assignment's work for the student.
+    # aten operators (overload-packet names) that do the assignment's work for the student, by
+    # default (the config's forbidden_operators replaces them; its forbidden_families add to them).
     forbidden_operators: tuple[str, ...] = ()
-    # Names in the source that are the library's implementation by themselves (the static
-    # scan), and names forbidden only when taken from the functional modules.
-    forbidden_names: frozenset[str] = frozenset()
-    functional_only_names: frozenset[str] = frozenset()
     # Library callables the worker resolves before any submission code runs (plan.Trusted).
     trusted_callables: tuple[str, ...] = ()
 

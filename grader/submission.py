@@ -27,6 +27,9 @@ class CodeUnit:
     source: str             # the statement's Python source (after IPython syntax is translated)
     filename: str           # what tracebacks show, e.g. "cell 7" or "submission.py"
     defines: tuple[str, ...]
+    # Cheap to run (a definition, an import, an assignment of literals or of constructors of
+    # constants): still run once the load budget is spent, when costly statements are skipped.
+    cheap: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,36 +55,90 @@ class Submission:
         return defining[-1].source if defining else None
 
 
+# Bounds on what is analysed: no honest submission comes near them, and beyond them parsing
+# alone could take the grader's memory or time.
+MAX_FILE_BYTES = 256 << 20
+MAX_SOURCE_CHARS = 2 << 20          # one cell or module
+MAX_UNITS = 20_000
+
+
 def load_submission(path: Path) -> Submission:
+    """Never raises for what the file holds: whatever cannot be read becomes a LoadNote."""
     if not path.is_file():
         raise UsageError(f"submission {str(path)!r} not found")
     kind = KINDS.get(path.suffix.lower())
     if kind is None:
         raise UsageError(f"submission {path.name!r}: expected a .ipynb notebook or a .py module")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        return Submission(path=path, kind=kind, sha256=_file_sha256(path), units=(), notes=(LoadNote(
+            None, None, "unreadable", f"the file has {size >> 20} MB, more than the {MAX_FILE_BYTES >> 20} MB "
+                                      "the grader reads"),))
     data = path.read_bytes()
     sha256 = hashlib.sha256(data).hexdigest()
     if kind == "module":
-        cells = [(None, _decode(data))]
+        cells = [(None, _decode(data, python=True))]
         notes: list[LoadNote] = []
     else:
         cells, notes = _notebook_cells(data)
-    units: list[CodeUnit] = []
+    loader = _Loader(path.name, notes)
     for cell_number, source in cells:
-        if source is None:
-            continue
-        _collect_units(cell_number, source, path.name, units, notes)
-    return Submission(path=path, kind=kind, sha256=sha256, units=tuple(units), notes=tuple(notes))
+        if source is not None:
+            loader.cell(cell_number, source)
+    loader.finish()
+    return Submission(path=path, kind=kind, sha256=sha256, units=tuple(loader.units), notes=tuple(notes))
 
 
-def _decode(data: bytes) -> str:
-    # utf-8-sig drops the byte-order mark older Windows editors write at the start.
-    return data.decode("utf-8-sig", errors="replace")
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _decode(data: bytes, python: bool = False) -> str:
+    """Text from bytes whatever they are: a byte-order mark (UTF-8, UTF-16, UTF-32) decides, then
+    a module's PEP 263 coding line, then UTF-8; bytes that do not decode become U+FFFD."""
+    import codecs
+
+    for mark, encoding in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                           (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+                           (codecs.BOM_UTF16_BE, "utf-16")):
+        if data.startswith(mark):
+            return data.decode(encoding, errors="replace")
+    encoding = "utf-8"
+    if python:
+        import io
+        import tokenize
+
+        try:
+            encoding = tokenize.detect_encoding(io.BytesIO(data).readline)[0]
+        except (SyntaxError, LookupError):
+            encoding = "utf-8"
+    try:
+        return data.decode(encoding, errors="replace")
+    except LookupError:
+        return data.decode("utf-8", errors="replace")
+
+
+def _valid_text(source: str) -> tuple[str, bool]:
+    """The source with lone surrogates ("\\ud800" in a notebook's JSON) replaced by U+FFFD, which
+    no parser or encoder accepts; and whether any were."""
+    try:
+        source.encode("utf-8")
+        return source, False
+    except UnicodeEncodeError:
+        return SURROGATES.sub("\ufffd", source), True
+
+
+SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def _notebook_cells(data: bytes) -> tuple[list[tuple[int, str]], list[LoadNote]]:
     try:
         notebook = _read_notebook(_decode(data))
-    except Exception as exc:  # nbformat raises several unrelated types for bad files
+    except (Exception, RecursionError) as exc:  # nbformat raises several unrelated types for bad files
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return [], [LoadNote(cell=None, line=None, kind="unreadable",
                              message=f"not a readable notebook: {reason[:200]}")]
@@ -153,47 +210,191 @@ def _translate_without_ipython(source: str) -> str:
 TRANSPARENT_CELL_MAGICS = ("%%time", "%%timeit", "%%capture")
 
 
-def _collect_units(cell: int | None, raw_source: str, module_name: str,
-                   units: list[CodeUnit], notes: list[LoadNote]) -> None:
-    line_offset = 0
-    if cell is not None:
-        # Blank lines before a cell magic are allowed, and IPython's transformer drops leading
-        # blank lines anyway: count them, so every line number below stays the cell's own.
-        stripped = raw_source.lstrip("\r\n \t")
-        line_offset = raw_source[:len(raw_source) - len(stripped)].count("\n")
-        raw_source = stripped
-        first, _, body = raw_source.partition("\n")
-        if first.split(" ")[0].strip() in TRANSPARENT_CELL_MAGICS:
-            notes.append(LoadNote(cell=cell, line=line_offset + 1, kind="skipped_magic",
-                                  message=f"cell magic {first.strip()[:40]}: only its body's definitions are kept"))
-            raw_source = body
-            line_offset += 1
-    source = _translate_ipython(raw_source) if cell is not None else raw_source
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as exc:
-        where = f"cell {cell}" if cell is not None else module_name
-        line = (exc.lineno or 1) + line_offset
-        notes.append(LoadNote(cell=cell, line=line, kind="syntax_error",
-                              message=f"{where} does not parse (line {line}: {exc.msg}); "
-                                      "its definitions are skipped"))
-        return
-    for statement in tree.body:
-        segment = ast.get_source_segment(source, statement) or ast.unparse(statement)
-        line = statement.lineno + line_offset
-        reason = _skip_reason(statement)
-        if reason == "bare expression":
-            continue  # docstrings and string "comments" are not worth a note
-        if reason is not None:
-            kind = "skipped_magic" if _is_ipython_call(statement) else "skipped_statement"
-            notes.append(LoadNote(cell=cell, line=line, kind=kind,
-                                  message=f"{reason}: {_first_line(segment)}"))
-            continue
-        units.append(CodeUnit(
-            index=len(units), cell=cell, line=line, source=segment,
-            filename=f"cell {cell}" if cell is not None else module_name,
-            defines=tuple(sorted(_defined_names(statement))),
-        ))
+WRITEFILE = re.compile(r"^%%writefile(?:\s+(?:-a|--append))?\s+(?P<q>[\"']?)(?P<path>[^\"']+?)(?P=q)\s*$")
+MAX_MODULE_DEPTH = 8      # a written module that imports a written module that ...
+
+
+@dataclass
+class _WrittenModule:
+    """A `%%writefile name.py` module: its cells' bodies, and whether an import loaded it yet."""
+    segments: list            # (cell, body, line offset of the body in its cell)
+    loaded: bool = False
+
+
+class _Loader:
+    """Cells in, kept units and notes out. `%%writefile name.py` cells are remembered, not run:
+    a later `import name` / `from name import ...` (or `%run name.py`) loads their definitions
+    there, with the written cell's own numbers in every message."""
+
+    def __init__(self, module_name: str, notes: list[LoadNote]):
+        self.module_name = module_name
+        self.units: list[CodeUnit] = []
+        self.notes = notes
+        self.written: dict[str, _WrittenModule] = {}
+        self.depth = 0
+        self.truncated = False
+
+    def cell(self, cell: int | None, source: str) -> None:
+        if len(source) > MAX_SOURCE_CHARS:
+            self._note(cell, None, "unreadable", f"{self._where(cell)} has {len(source)} characters, more than "
+                                                 f"the {MAX_SOURCE_CHARS} the grader reads; skipped")
+            return
+        source, replaced = _valid_text(source)
+        if replaced:
+            self._note(cell, None, "unreadable", f"{self._where(cell)} holds characters that are not valid "
+                                                 "Unicode (lone surrogates); they were replaced by U+FFFD")
+        try:
+            self._collect(cell, source)
+        except (RecursionError, MemoryError, ValueError, UnicodeError, SyntaxError) as exc:
+            # Fail closed for this cell only: the others still count.
+            self._note(cell, None, "syntax_error", f"{self._where(cell)} could not be analysed "
+                                                   f"({type(exc).__name__}: too deeply nested or too large); skipped")
+
+    def finish(self) -> None:
+        for name, module in self.written.items():
+            if not module.loaded:
+                cell, _, offset = module.segments[0]
+                self._note(cell, offset, "skipped_magic",
+                           f"%%writefile {name}.py: nothing imports {name} after it, so its code is not graded "
+                           f"(write `from {name} import *` in a later cell)")
+
+    def _where(self, cell: int | None) -> str:
+        return f"cell {cell}" if cell is not None else self.module_name
+
+    def _note(self, cell, line, kind, message) -> None:
+        self.notes.append(LoadNote(cell=cell, line=line, kind=kind, message=message))
+
+    def _collect(self, cell: int | None, raw_source: str, line_offset: int = 0, python_only: bool = False) -> None:
+        if cell is not None and not python_only:
+            # Blank lines before a cell magic are allowed, and IPython's transformer drops leading
+            # blank lines anyway: count them, so every line number below stays the cell's own.
+            stripped = raw_source.lstrip("\r\n \t")
+            line_offset = raw_source[:len(raw_source) - len(stripped)].count("\n")
+            raw_source = stripped
+            first, _, body = raw_source.partition("\n")
+            writefile = WRITEFILE.match(first.strip())
+            if writefile is not None and self._remember_module(cell, writefile, first, body, line_offset + 1):
+                return
+            if first.split(" ")[0].strip() in TRANSPARENT_CELL_MAGICS:
+                self._note(cell, line_offset + 1, "skipped_magic",
+                           f"cell magic {first.strip()[:40]}: only its body's definitions are kept")
+                raw_source = body
+                line_offset += 1
+        source = _translate_ipython(raw_source) if cell is not None and not python_only else raw_source
+        try:
+            tree = ast.parse(source)
+        except SyntaxError as exc:
+            where = self._where(cell)
+            line = (exc.lineno or 1) + line_offset
+            self._note(cell, line, "syntax_error", f"{where} does not parse (line {line}: {exc.msg}); "
+                                                   "its definitions are skipped")
+            return
+        lines = _lines(source)
+        for statement in tree.body:
+            if self.truncated:
+                return
+            line = statement.lineno + line_offset
+            if self._load_written(cell, statement, line):
+                continue
+            segment = _segment(lines, statement)
+            reason = _skip_reason(statement)
+            if reason == "bare expression":
+                continue  # docstrings and string "comments" are not worth a note
+            if reason is not None:
+                kind = "skipped_magic" if _is_ipython_call(statement) else "skipped_statement"
+                self._note(cell, line, kind, f"{reason}: {_first_line(segment)}")
+                continue
+            self._unit(cell, line, segment, tuple(sorted(_defined_names(statement))), _is_cheap(statement))
+
+    def _unit(self, cell, line, source, defines, cheap) -> None:
+        if len(self.units) >= MAX_UNITS:
+            if not self.truncated:
+                self.truncated = True
+                self._note(cell, line, "skipped_statement",
+                           f"more than {MAX_UNITS} top-level statements: the rest are skipped")
+            return
+        self.units.append(CodeUnit(index=len(self.units), cell=cell, line=line, source=source,
+                                   filename=self._where(cell), defines=defines, cheap=cheap))
+
+    # %%writefile modules.
+    def _remember_module(self, cell: int, match: re.Match, first: str, body: str, offset: int) -> bool:
+        path = match.group("path").strip()
+        name = path.replace("\\", "/").rsplit("/", 1)[-1]
+        if not name.endswith(".py") or not name[:-3].isidentifier():
+            return False                     # not a module: skipped as any other cell magic
+        name = name[:-3]
+        module = self.written.get(name)
+        if module is None or not first.split()[1:2] or first.split()[1] not in ("-a", "--append"):
+            module = self.written[name] = _WrittenModule([])
+        module.segments.append((cell, body, offset))    # noted where it is imported, or in finish()
+        return True
+
+    def _load_written(self, cell: int | None, statement: ast.stmt, line: int) -> bool:
+        """`import name`, `from name import ...` or `%run name.py` of a %%writefile module: its
+        definitions, then what the statement binds. True when the statement was one of those."""
+        imported = _written_import(statement, self.written)
+        if imported is None:
+            return False
+        name, aliases, namespace = imported
+        module = self.written[name]
+        if not module.loaded and self.depth < MAX_MODULE_DEPTH:
+            module.loaded = True
+            self.depth += 1
+            try:
+                for segment_cell, body, offset in module.segments:
+                    self._collect(segment_cell, body, line_offset=offset, python_only=True)
+            finally:
+                self.depth -= 1
+        defined = sorted({n for unit in self.units if unit.cell in
+                          {c for c, _, _ in module.segments} for n in unit.defines})
+        self._note(cell, line, "skipped_statement",
+                   f"loads {name}.py (the %%writefile of cell {module.segments[0][0]}) in place of the import")
+        for bound, original in aliases:
+            self._unit(cell, line, f"{bound} = {original}", (bound,), True)
+        if namespace is not None:
+            members = ", ".join(f"{n}={n}" for n in defined if n.isidentifier())
+            self._unit(cell, line, f"{namespace} = __import__('types').SimpleNamespace({members})", (namespace,), True)
+        return True
+
+
+def _written_import(statement: ast.stmt, written: dict):
+    """(module, [(bound name, name in the module)], name bound to the module itself or None)."""
+    if isinstance(statement, ast.ImportFrom) and statement.level == 0 and statement.module in written:
+        aliases = [(a.asname, a.name) for a in statement.names if a.name != "*" and a.asname and a.asname != a.name]
+        return statement.module, aliases, None
+    if isinstance(statement, ast.Import) and len(statement.names) == 1 and statement.names[0].name in written:
+        alias = statement.names[0]
+        return alias.name, [], alias.asname or alias.name
+    if isinstance(statement, ast.Expr) and _is_ipython_call(statement):
+        call = statement.value
+        if call.func.attr == "run_line_magic" and len(call.args) == 2 \
+                and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in call.args) \
+                and call.args[0].value == "run":
+            target = call.args[1].value.strip().rsplit("/", 1)[-1]
+            if target.endswith(".py") and target[:-3] in written:
+                return target[:-3], [], None
+    return None
+
+
+def _lines(source: str) -> list[str]:
+    """The source's lines as the parser counts them (\\r\\n, \\r and \\n end a line; form feeds
+    and other characters str.splitlines() breaks on do not)."""
+    return re.split(r"\r\n|\r|\n", source)
+
+
+def _segment(lines: list[str], statement: ast.stmt) -> str:
+    """The statement's own source text, as ast.get_source_segment gives it but from lines split
+    once (get_source_segment splits the whole source on every call: quadratic in a long module),
+    and never ast.unparse (it recurses on deep expressions). Offsets count UTF-8 bytes."""
+    first, last = statement.lineno - 1, (statement.end_lineno or statement.lineno) - 1
+    start, end = statement.col_offset, statement.end_col_offset
+    if not 0 <= first <= last < len(lines) or start is None or end is None:
+        return "\n".join(lines[first:last + 1])
+    if first == last:
+        return lines[first].encode()[start:end].decode(errors="replace")
+    head = lines[first].encode()[start:].decode(errors="replace")
+    tail = lines[last].encode()[:end].decode(errors="replace")
+    return "\n".join([head, *lines[first + 1:last], tail])
 
 
 def _first_line(segment: str) -> str:
@@ -236,7 +437,8 @@ def _child_blocks(statement: ast.stmt) -> list[list[ast.stmt]]:
 
 
 def _is_main_guard(statement: ast.stmt) -> bool:
-    return isinstance(statement, ast.If) and "__name__" in ast.unparse(statement.test)
+    return isinstance(statement, ast.If) and any(
+        isinstance(node, ast.Name) and node.id == "__name__" for node in ast.walk(statement.test))
 
 
 def _is_ipython_call(statement: ast.stmt) -> bool:
@@ -246,6 +448,58 @@ def _is_ipython_call(statement: ast.stmt) -> bool:
             and isinstance(value.func.value, ast.Call)
             and isinstance(value.func.value.func, ast.Name)
             and value.func.value.func.id == "get_ipython")
+
+
+# Calls that make a constant cheaply (by the called name's last part): what may still run once
+# the load budget is spent. Their arguments must be cheap too.
+CHEAP_CALLS = frozenset({"device", "dtype", "Size", "is_available", "device_count", "int", "float", "str", "bool",
+                         "complex", "tuple", "list", "dict", "set", "frozenset", "slice", "namedtuple", "Path",
+                         "getenv", "TypeVar"})
+CHEAP_NODES = (ast.Constant, ast.Name, ast.Attribute, ast.Load, ast.Store, ast.Tuple, ast.List, ast.Set,
+               ast.Dict, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp, ast.keyword, ast.Starred,
+               ast.Subscript, ast.Slice, ast.Lambda, ast.arguments, ast.arg, ast.JoinedStr, ast.FormattedValue,
+               ast.expr_context, ast.unaryop, ast.boolop, ast.cmpop, ast.operator)
+MAX_CHEAP_NODES = 500
+
+
+def _is_cheap(statement: ast.stmt) -> bool:
+    """A statement that is quick to run whatever the names in it hold: definitions and imports,
+    and assignments of literals, names, lambdas and CHEAP_CALLS of such things (`device =
+    torch.device("cuda" if torch.cuda.is_available() else "cpu")`). Loops, comprehensions,
+    other calls and large arithmetic are costly."""
+    if isinstance(statement, DEFINITIONS) or isinstance(statement, ast.Pass):
+        return True
+    if isinstance(statement, (ast.If, ast.Try)):
+        header = [statement.test] if isinstance(statement, ast.If) else []
+        return all(_is_cheap_expression(e) for e in header) and \
+            all(_is_cheap(inner) for block in _child_blocks(statement) for inner in block)
+    if isinstance(statement, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        return statement.value is None or _is_cheap_expression(statement.value)
+    return False
+
+
+def _is_cheap_expression(expression: ast.AST) -> bool:
+    count = 0
+    for node in ast.walk(expression):
+        count += 1
+        if count > MAX_CHEAP_NODES:
+            return False
+        if isinstance(node, ast.Call):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+            if name not in CHEAP_CALLS:
+                return False
+        elif isinstance(node, ast.BinOp):
+            if isinstance(node.op, (ast.Pow, ast.Mult, ast.LShift, ast.MatMult)) and not (
+                    _small_number(node.left) and _small_number(node.right)):
+                return False
+        elif not isinstance(node, CHEAP_NODES):
+            return False
+    return True
+
+
+def _small_number(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) \
+        and not isinstance(node.value, bool) and abs(node.value) <= 64
 
 
 def _defined_names(statement: ast.stmt) -> set[str]:

@@ -40,18 +40,20 @@ def main(spec_json: str) -> None:
 def serve(spec: dict) -> None:
     """Confine this process, then answer requests until told to exit. Runs in a fresh
     interpreter (main) or in a child forked from the fork server."""
-    global _digest, _max_output_bytes, _wire_dtypes
+    global _digest, _max_output_bytes, _wire_dtypes, _recorder_module
     from grader import sandbox
 
     protections = sandbox.confine(spec)
     _LIMITS.update(spec.get("rlimits", {}))
     import torch
 
+    from grader import recorder
     from grader.protocol import DTYPE_NAMES, PAYLOAD_LIMIT, Channel, tensor_digest
     # Bound here, before any submission code runs: a submission that replaces
     # grader.protocol.tensor_digest (to hide that it mutated its input) changes nothing.
     _digest, _max_output_bytes = tensor_digest, PAYLOAD_LIMIT // 2
     _wire_dtypes = frozenset(DTYPE_NAMES)
+    _recorder_module = recorder
     torch.set_num_threads(1)
     channel = Channel(spec["request_fd"], spec["response_fd"])
     if spec.get("cuda"):
@@ -86,6 +88,7 @@ class Worker:
         # form (the same name, other parameters) won.
         self.definitions: dict[str, list] = {}
         self.trusted: dict[str, object] = {}
+        self._in_use = None
 
     @property
     def extra_ops(self) -> dict:
@@ -182,6 +185,7 @@ class Worker:
             response["restart"] = _cuda_context_lost(response.get("error") or {})
         _flush_output()
         self.channel.send(response, out or None)
+        self._in_use = None
 
     def _item(self, request: dict):
         found = self.definitions.get(request["item"]) or []
@@ -209,19 +213,29 @@ class Worker:
         recorder = OperatorRecorder(request.get("forbidden", ()), self.filenames)
         started = time.perf_counter()
         outputs: dict = {}
+        # Our input tensors live until the reply is sent: a finalizer the student hung on them
+        # must not run between recording and sending.
+        self._in_use = run.tensors
         try:
             with recorder:
                 try:
                     run.execute(plan, outputs)
                     if device == "cuda":
                         torch.cuda.synchronize()
+                    duration = time.perf_counter() - started
+                    fields, out = self._outputs(outputs, recorder)
+                    recorder.paused = True          # the digests' operators are the grader's
+                    try:
+                        fields["digests"] = run.digests()
+                    finally:
+                        recorder.paused = False
                 except _Unsupported as exc:
                     return {"status": "unsupported", "message": str(exc)}, {}
-                duration = time.perf_counter() - started
-                fields, out = self._outputs(outputs)
-                fields["digests"] = run.digests()
-                run.release()
-                outputs.clear()
+                finally:
+                    # Whatever happened, the student's objects go while recorded (a __del__
+                    # that computes runs where the recorder sees it).
+                    outputs.clear()
+                    run.release()
         except BaseException as exc:
             fields = {"status": "error", "error": self._describe(exc), "step": run.step,
                       **recorder.summary()}
@@ -230,18 +244,19 @@ class Worker:
             return fields, {}
         return {"status": "returned", "duration_s": duration, **recorder.summary(), **fields}, out
 
-    def _outputs(self, outputs: dict) -> tuple[dict, dict]:
-        """Each output's type and plain data (copied: the student's tensor may change later),
-        within one size budget for the whole reply."""
+    def _outputs(self, outputs: dict, recorder) -> tuple[dict, dict]:
+        """Each output's type and plain data (copied while recording: the student's tensor may
+        change later), within one size budget for the whole reply."""
         meta, out, budget = {}, {}, _max_output_bytes
         for name, result in outputs.items():
-            entry = {"returned_type": _type_name(result), "returned_kind": _kind(result)}
-            try:
-                data, data_device = _plain_data(result)
-            except Exception as exc:
-                entry.update(error=self._describe(exc), message="the returned value's data could not be read")
+            captured = _captured(result, recorder)
+            entry = {"returned_type": captured["type"], "returned_kind": captured["kind"]}
+            if "error" in captured:
+                entry.update(error=self._describe(captured["error"]),
+                             message="the returned value's data could not be read")
                 meta[name] = entry
                 continue
+            data, data_device = captured["output"], captured["device"]
             if data is not None and data.dtype not in _wire_dtypes:
                 entry["message"] = f"returned a tensor of dtype {data.dtype}, which cannot be graded"
             elif data is not None:
@@ -491,43 +506,15 @@ def _resolve_dotted(path: str):
 
 
 def OperatorRecorder(forbidden, filenames):
-    """A dispatch mode that counts every aten operator the student's code reaches, whatever
-    Python name reached it (a functional call, getattr with a built-up name and a module all end in
-    aten.convolution), and remembers the student's line for forbidden ones."""
-    from collections import Counter
-
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class _Recorder(TorchDispatchMode):
-        @classmethod
-        def _should_skip_dynamo(cls):
-            # Otherwise torch wraps __torch_dispatch__ so that its first call imports
-            # torch._dynamo: 1.3 s per worker for nothing we use.
-            return False
-
-        def __init__(self):
-            super().__init__()
-            self.counts = Counter()
-            self.hits = {}
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            name = func.overloadpacket.__name__
-            self.counts[name] += 1
-            if name in forbidden and name not in self.hits:
-                self.hits[name] = _student_line(filenames)
-            return func(*args, **(kwargs or {}))
-
-        def summary(self):
-            return {"operators": dict(self.counts.most_common(200)), "forbidden_hits": self.hits}
-
-    return _Recorder()
-
-
-def _student_line(filenames) -> str | None:
-    for frame in reversed(traceback.extract_stack()):
-        if frame.filename in filenames:
-            return f"{frame.filename}, line {frame.lineno}: {(frame.line or '').strip()[:120]}"
-    return None
+    """A dispatch mode that counts every operator the student's code reaches, whatever Python
+    name reached it (a functional call, getattr with a built-up name and a module all end in
+    the same aten operator), and remembers the student's line for forbidden ones.
+    grader.recorder binds everything it uses when the worker starts, before any submission
+    code runs."""
+    module = _recorder_module
+    if module is None:             # used outside serve() (tests): nothing to bind before
+        from grader import recorder as module
+    return module.Recorder(forbidden, filenames)
 
 
 def _accepts(cls, positional: int, keywords: dict) -> bool:
@@ -541,8 +528,25 @@ def _accepts(cls, positional: int, keywords: dict) -> bool:
 
 
 _digest = None              # grader.protocol.tensor_digest, bound in main()
+_recorder_module = None     # grader.recorder, bound in serve()
 _max_output_bytes = 0
 _wire_dtypes: frozenset = frozenset()
+
+
+def _captured(result, recorder) -> dict:
+    """What the grader needs of a returned value, read inside the recorder (its type, its kind,
+    a copy of its data, or the exception reading it raised): once recording ends, the student's
+    objects may change (a __del__, a finalizer), the copy may not. The copy's own operators are
+    not counted (they are the grader's), but a forbidden one is still a hit."""
+    captured = {"type": _type_name(result), "kind": _kind(result)}
+    recorder.paused = True
+    try:
+        captured["output"], captured["device"] = _plain_data(result)
+    except Exception as exc:
+        captured["error"] = exc
+    finally:
+        recorder.paused = False
+    return captured
 
 
 def _plain_data(result):

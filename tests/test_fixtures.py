@@ -158,3 +158,29 @@ def test_smallest_failing_case_is_small_and_keeps_the_bug(reports):
     assert sorted(template["actual_shape"]) == sorted(template["expected_shape"])
     padded = smallest("padding_twice.ipynb", "Conv2dLoop")["params"]
     assert padded["padding"] >= 1
+
+
+@pytest.mark.slow
+def test_names_only_mentioned_are_notes_never_violations(reports):
+    """Issue 10: an import line that binds threading, a student's own conv2d method and im2col
+    function, and a never-called debugging helper cost nothing and never look like a violation
+    (not in the report's violations, not in the gradebook's status)."""
+    from grader.exports import gradebook_rows
+
+    report = reports["odd_imports.ipynb"]
+    assert report["score"] == report["max_score"] == 100
+    for class_name, cls in report["items"].items():
+        assert cls["violations"] == [], (class_name, cls["violations"])
+    notes = report["items"]["Conv2dMatrix"]["static_notes"]
+    assert [n["name"] for n in notes] == ["torch.nn.functional.conv2d"]
+    assert "not penalized" in notes[0]["message"]
+    assert report["items"]["Conv2dLoop"]["static_notes"] == report["items"]["Conv2dMatrixV2"]["static_notes"] == []
+    [row] = gradebook_rows([report])
+    assert row["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_a_writefile_module_is_graded_with_its_cells_numbers(reports):
+    report = reports["writefile_module.ipynb"]
+    assert report["score"] == report["max_score"] == 100
+    assert any("conv_impl.py (the %%writefile of cell 3)" in n["message"] for n in report["load"]["skipped"])

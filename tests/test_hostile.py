@@ -42,7 +42,7 @@ CLASSES = ("Conv2dLoop", "Conv2dMatrix", "Conv2dMatrixV2")
 # restart; runaways add their limits (statement 1.5 s, load 6 s, case 2 s in the YAML).
 WALL_LIMIT_S = 25.0
 SLOW_WALL_LIMIT_S = 45.0
-SLOW_FIXTURES = {"loop_at_import.py", "loop_in_call.py", "forge_protocol.py"}
+SLOW_FIXTURES = {"loop_at_import.py", "loop_in_call.py", "forge_protocol.py", "load_budget_cheap.py"}
 # Fixtures whose threat does not need every case: one case keeps restarts few.
 ONE_CASE = {"answer_hunt.py", "exit_in_call.py", "loop_at_import.py", "loop_in_call.py",
             "memory_hog.py", "output_flood.py", "file_bomb.py", "fork_bomb.py", "detach_daemons.py",
@@ -559,7 +559,12 @@ def test_detached_processes_do_not_outlive_grading(grade):
     graded = grade("detach_daemons.py")
     assert_grader_report(graded)    # asserts no survivors, by re-parenting and by marker
     assert graded.report["load"]["errors"] == []
-    assert graded.cls("Conv2dMatrixV2")["score"] == 35
+    # The daemon at import does not stop grading: V2's cases all pass. Since issue 11 a process
+    # started while loading costs every class (it can compute outside the recorder's sight).
+    v2 = graded.cls("Conv2dMatrixV2")
+    assert statuses(graded, "Conv2dMatrixV2") == {"passed"}
+    assert v2["score"] == 0 and any(v["kind"] == "tampering" and "os.fork" in v["operator"]
+                                    for v in v2["violations"]), v2["violations"]
 
 
 # --- state and processes that outlive the worker or the grader ----------------------------------
@@ -596,7 +601,9 @@ def _leftovers() -> list[str]:
 def assert_nothing_left(first: Graded, second: Graded, stale: list[str]) -> None:
     for graded in (first, second):
         assert_grader_report(graded)
-        assert graded.report["score"] == 100
+        # The classes are right (the fixture's ctypes at load time costs its points: a process
+        # of its own could compute unrecorded; that is not what this test is about).
+        assert all(statuses(graded, name) == {"passed"} for name in CLASSES)
         assert "found: nothing" in graded.report["load"]["stdout_tail"], graded.report["load"]["stdout_tail"]
     left = first.report["load"]["stdout_tail"].split("left: ")[1].split("\n")[0].split(", ")
     assert {"/tmp", "/run/lock", "shm segment", "message queue"} <= set(left)   # the attack ran
@@ -795,7 +802,7 @@ def test_the_sandbox_holds_without_root(workspace):
     assert not list((forged.output.parent.parent / "forge_report-30-cwd").iterdir())
     daemons = graded("detach_daemons.py")
     assert_grader_report(daemons)          # no survivors, by re-parenting and by marker
-    assert daemons.cls("Conv2dMatrixV2")["score"] == 35
+    assert statuses(daemons, "Conv2dMatrixV2") == {"passed"}
 
 
 # --- 7. shortcuts ----------------------------------------------------------------------------
@@ -980,3 +987,84 @@ def test_hidden_cases_leave_no_trace_in_what_a_student_sees(tmp_path):
     import re
     leaked = [m for m in re.findall(r"SEEN(\d+)x(\d+)", text) if int(m[0]) >= 8 or int(m[1]) >= 8]
     assert leaked == []
+
+
+# --- issue 11: library convolutions that scored full marks -------------------------------------
+
+ROUTES = {"conv_routes.py": {"Conv2dLoop": "conv_tbc", "Conv2dMatrix": "convolution_backward",
+                             "Conv2dMatrixV2": "slow_conv3d_forward"},
+          "conv_routes_more.py": {"Conv2dLoop": "slow_conv_dilated3d", "Conv2dMatrix": "slow_conv_transpose2d",
+                                  "Conv2dMatrixV2": "mkldnn::_convolution_pointwise"}}
+
+
+@pytest.mark.parametrize("fixture", sorted(ROUTES))
+def test_every_convolution_operator_is_a_violation(grade, fixture):
+    graded = grade(fixture)
+    assert_grader_report(graded)
+    for name, operator in ROUTES[fixture].items():
+        report = graded.cls(name)
+        assert statuses(graded, name) == {"passed"}, name      # right answers: only the operator costs
+        assert report["score"] == 0, name
+        assert any(v["operator"] == operator and v["source"] == "dispatch" for v in report["violations"]), \
+            (name, report["violations"])
+
+
+def test_patching_libraries_does_not_blind_the_recorder(grade):
+    graded = grade("blind_recorder.py")
+    assert_grader_report(graded)
+    for name in CLASSES:
+        report = graded.cls(name)
+        assert report["score"] == 0
+        assert any(v["operator"] == "convolution" and v["source"] == "dispatch" for v in report["violations"]), name
+
+
+def test_work_done_after_the_call_is_recorded_or_never_graded(grade):
+    graded = grade("late_del.py")
+    assert_grader_report(graded)
+    for name in ("Conv2dLoop", "Conv2dMatrix"):      # __del__ fills the returned tensor with F.conv2d
+        report = graded.cls(name)
+        assert report["score"] == 0
+        assert statuses(graded, name) == {"failed"}, name     # the grader's copy was taken before
+        assert any(v["operator"] == "convolution" and v["source"] == "dispatch" for v in report["violations"])
+    honest = graded.cls("Conv2dMatrixV2")
+    assert honest["score"] == 35 and honest["violations"] == []
+
+
+def test_tampering_hidden_in_top_level_code_and_exec_strings_is_found(grade):
+    graded = grade("hidden_tampering.py")
+    assert_grader_report(graded)
+    for name in CLASSES:
+        report = graded.cls(name)
+        assert report["score"] == 0, name
+        assert report["message"].startswith("scored 0: works around the operator check"), report["message"]
+    source = (HOSTILE / "hidden_tampering.py").read_text().splitlines()
+    alias = next(i for i, line in enumerate(source, 1) if line.startswith("pm = "))
+    loop = graded.cls("Conv2dLoop")["violations"]
+    assert any(v["kind"] == "tampering" and f"line {alias}:" in v["location"] for v in loop)
+    matrix = graded.cls("Conv2dMatrix")["violations"]          # the class exists only in a string
+    assert any(v["kind"] == "tampering" and "in code given to exec" in v["location"] for v in matrix)
+    v2 = graded.cls("Conv2dMatrixV2")["violations"]            # getattr(torch._C, <built at run time>)
+    assert any(v["operator"] == "getattr(..., <a computed name>)" for v in v2)
+
+
+def test_lines_that_used_to_crash_the_grader_get_a_report_and_full_marks(grade):
+    graded = grade("ungradable_lines.ipynb")
+    assert_grader_report(graded)
+    assert graded.report["score"] == 100
+    notes = graded.report["load"]["skipped"]
+    assert any(n["cell"] == 3 and "lone surrogates" in n["message"] for n in notes), notes
+    v2 = graded.cls("Conv2dMatrixV2")
+    assert v2["violations"] == []
+    assert any(n["name"].endswith(".functional.conv2d") for n in v2["static_notes"]), v2["static_notes"]
+
+
+@pytest.mark.slow
+def test_cheap_definitions_still_load_once_the_load_budget_is_spent(grade):
+    graded = grade("load_budget_cheap.py")
+    assert_grader_report(graded)
+    assert graded.report["score"] == 100, {n: graded.cls(n)["message"] for n in CLASSES}
+    errors = graded.report["load"]["errors"]
+    assert any(e["type"] == "Fatal" and "loading took longer than 6 s" in e["message"] for e in errors), errors
+    source = (HOSTILE / "load_budget_cheap.py").read_text().splitlines()
+    device = next(i for i, line in enumerate(source, 1) if line.startswith("device = "))
+    assert all(e["line"] != device for e in errors)

@@ -101,3 +101,107 @@ def test_without_nbformat_and_ipython_notebooks_load_the_same(monkeypatch):
     for a, b in zip(with_libraries, without):
         assert [(u.cell, u.line, u.defines) for u in a.units] == [(u.cell, u.line, u.defines) for u in b.units]
         assert [(n.cell, n.line, n.kind) for n in a.notes] == [(n.cell, n.line, n.kind) for n in b.notes]
+
+
+# --- issue 11: any input file loads (and scans) without raising -----------------------------
+
+def _odd_inputs() -> dict[str, bytes]:
+    import json
+
+    def notebook(*cells):
+        return json.dumps({"cells": [{"cell_type": "code", "source": c, "metadata": {}, "outputs": [],
+                                      "execution_count": None} for c in cells],
+                           "metadata": {}, "nbformat": 4, "nbformat_minor": 4})
+
+    chain = "class Conv2dLoop:\n    def unused(self):\n        return x" + ".a" * 800 + ".conv2d\n"
+    return {
+        "surrogate.ipynb": notebook('x = "\\ud800"\n', "class Conv2dLoop:\n    pass\n")
+        .replace("\\\\ud800", "\\ud800").encode(),
+        "chain.py": chain.encode(),
+        "chain_too_deep.py": ("x = y" + ".a" * 100_000 + "\n").encode(),
+        "sum_too_deep.py": ("x = " + " + ".join(['"a"'] * 50_000) + "\n").encode(),
+        "lambdas.py": ("f = " + "lambda: " * 3000 + "1\n").encode(),
+        "brackets.py": ("x = " + "[" * 5000 + "]" * 5000 + "\n").encode(),
+        "if_test_deep.py": ("if " + "a." * 5000 + "b:\n    x = 1\n").encode(),
+        "nulls.py": b"x = 1\x00\nclass A: pass\n",
+        "utf16.py": "x = 1\nclass Conv2dLoop: pass\n".encode("utf-16"),
+        "latin1.py": "# -*- coding: latin-1 -*-\nx = 'caf\xe9'\n".encode("latin-1"),
+        "unknown_coding.py": b"# -*- coding: nosuch -*-\nx = 1\n",
+        "binary.py": bytes(range(256)) * 10,
+        "huge.py": b"x = 1\n" * 400_000,
+        "exec_loop.py": b"s = 'exec(s)'\n_ = exec(s)\nclass Conv2dLoop: pass\n",
+        "garbage.ipynb": b"\xff\xfe\x00garbage",
+        "cells.ipynb": json.dumps({"cells": [1, None, {"cell_type": "code", "source": 5}],
+                                   "nbformat": 4, "nbformat_minor": 4, "metadata": {}}).encode(),
+        "deep.ipynb": b"[" * 100_000 + b"]" * 100_000,
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_odd_inputs()))
+def test_odd_inputs_load_and_scan_without_raising(tmp_path, name):
+    from grader.config import load_assignment
+    from grader.score import scan_rules
+    from grader.shortcuts import scan_class
+
+    path = tmp_path / name
+    path.write_bytes(_odd_inputs()[name])
+    submission = load_submission(path)
+    assignment = load_assignment("conv2d")
+    for spec in assignment.items:
+        for finding in scan_class(submission, spec.name, scan_rules(assignment, spec.forbidden_operators)):
+            assert finding.kind in ("shortcut", "tampering")
+    if name in ("surrogate.ipynb", "utf16.py", "chain.py"):
+        assert "Conv2dLoop" in {n for u in submission.units for n in u.defines}
+    if name == "surrogate.ipynb":
+        assert any("lone surrogates" in n.message for n in submission.notes)
+
+
+def test_a_long_attribute_chain_in_an_unused_method_is_a_note(tmp_path):
+    from grader.shortcuts import ScanRules, scan_class
+
+    path = tmp_path / "chain.py"
+    path.write_bytes(_odd_inputs()["chain.py"])
+    [finding] = scan_class(load_submission(path), "Conv2dLoop", ScanRules(frozenset({"conv2d"})))
+    assert finding.kind == "shortcut" and finding.name.endswith(".a.conv2d") and len(finding.name) <= 120
+
+
+# --- issue 10: %%writefile modules, and what still loads once the budget is spent -------------
+
+def test_a_writefile_module_is_loaded_where_it_is_imported(tmp_path):
+    path = _notebook(tmp_path,
+                     "%%writefile conv_impl.py\nimport torch\n\nclass Conv2dLoop:\n    pass\n\nclass Helper:\n    pass",
+                     "from conv_impl import *\nfrom conv_impl import Helper as H\nimport conv_impl as ci",
+                     "%run conv_impl.py")
+    submission = load_submission(path)
+    units = [(u.cell, u.line, u.defines) for u in submission.units]
+    assert units[:3] == [(2, 2, ("torch",)), (2, 4, ("Conv2dLoop",)), (2, 7, ("Helper",))]
+    assert (3, 2, ("H",)) in units and (3, 3, ("ci",)) in units
+    namespace = next(u for u in submission.units if u.defines == ("ci",))
+    assert "Conv2dLoop=Conv2dLoop" in namespace.source and namespace.filename == "cell 3"
+    assert len([u for u in submission.units if u.defines == ("Conv2dLoop",)]) == 1   # loaded once
+    assert any("conv_impl.py (the %%writefile of cell 2)" in n.message for n in submission.notes)
+
+
+def test_a_writefile_module_nothing_imports_is_named_in_the_notes(tmp_path):
+    path = _notebook(tmp_path, "%%writefile conv_impl.py\nclass Conv2dLoop:\n    pass")
+    submission = load_submission(path)
+    assert submission.units == ()
+    [note] = submission.notes
+    assert note.cell == 2 and "nothing imports conv_impl" in note.message
+
+
+def test_cheap_statements_are_marked_for_the_load_budget(tmp_path):
+    path = _notebook(tmp_path, "\n".join([
+        "import torch",
+        "device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')",
+        "sizes = (1, 2, 3)",
+        "scale = 2 ** 10",
+        "def f():\n    pass",
+        "timings = [f() for _ in range(10)]",
+        "big = 10 ** 10 ** 10",
+        "result = f()",
+        "zeros = torch.zeros(10 ** 9)",
+    ]))
+    cheap = {u.defines[0]: u.cheap for u in load_submission(path).units}
+    assert cheap == {"torch": True, "device": True, "sizes": True, "scale": True, "f": True,
+                     "timings": False, "big": False, "result": False, "zeros": False}

@@ -87,11 +87,6 @@ class Conv2dSubject(Subject):
         "miopen_convolution", "_slow_conv2d_forward", "thnn_conv2d", "slow_conv_dilated2d",
         "_nnpack_spatial_convolution", "conv_depthwise2d", "_conv_depthwise2d", "im2col", "col2im",
     )
-    # Attribute or imported names that are a convolution or an im2col by themselves.
-    forbidden_names = frozenset({"conv2d", "Conv2d", "convolution", "_convolution", "im2col", "Unfold",
-                                 "LazyConv2d", "conv2d_input", "conv2d_weight"})
-    # `unfold` is legitimate on a tensor (sliding windows) and forbidden from torch.nn.functional.
-    functional_only_names = frozenset({"unfold", "fold"})
     trusted_callables = (methods.BASELINE,)
 
     def draw(self, values: dict[str, Any], require: tuple[str, ...]) -> dict[str, Any]:
