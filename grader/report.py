@@ -47,7 +47,7 @@ def for_students(data: dict) -> dict:
 
 
 def _full_dict(report: GradeReport) -> dict:
-    return {
+    return _with_instructor_fields(report, {
         "schema_version": SCHEMA_VERSION,
         "assignment": {"id": report.assignment.id, "title": report.assignment.title,
                        "sha256": report.assignment.sha256},
@@ -63,7 +63,31 @@ def _full_dict(report: GradeReport) -> dict:
         "environment": dict(report.environment) | {"protections": dict(report.protections),
                                                    "worker_restarts": report.worker_restarts},
         "duration_s": report.duration_s,
-    }
+    })
+
+
+# --- The instructor's view (issue 13) -------------------------------------------------------
+# Optional fields the class report, similarity groups, feedback pages and roster matching read,
+# so that they need nothing but the reports (a merge of shards sees what one batch sees):
+# where each item is defined, a fingerprint of its graded code with its source text, the
+# notebook's identity metadata, and the fingerprint of the grading code.
+def _with_instructor_fields(report: GradeReport, data: dict) -> dict:
+    from .provenance import grading_fingerprint
+    from .roster import notebook_metadata
+    from .similarity import VERSION, fingerprint, unit_hashes
+
+    common = unit_hashes(report.assignment.scaffold_source)
+    for name, item in data.get("items", data.get("classes", {})).items():
+        units = [u for u in report.submission.units if name in u.defines]
+        item["definition"] = {"cell": units[-1].cell, "line": units[-1].line} if units else None
+        found = fingerprint(report.submission, name, common) if units else None
+        item["similarity"] = None if found is None else {
+            "version": VERSION, "exact": found.exact, "signature": list(found.signature), "tokens": found.tokens,
+            "source": found.source, "truncated": found.truncated}
+    data["submission"]["metadata"] = notebook_metadata(report.submission.path, report.submission.sha256)
+    data["environment"].setdefault("grader_fingerprint", grading_fingerprint())
+    return data
+# --- end of the instructor's view -----------------------------------------------------------
 
 
 def _class_dict(report: ClassReport) -> dict:
