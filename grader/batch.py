@@ -22,11 +22,12 @@ from pathlib import Path
 
 from .cli import _Parser
 from .errors import EXIT_INTERNAL, EXIT_OK, UsageError
+from .exports import write_gradebook_csv
 
 SUFFIXES = (".ipynb", ".py")
 GRADER_FAILURE = "the grader could not grade this submission"
 OUTPUT_FILES = ("gradebook.csv", "summary.json")
-RESERVED = {"summary.json", "gradebook.json"}
+RESERVED = {"summary.json", "gradebook.json", "manifest.json", "roster.json"}
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("paths", nargs="+", help="files, folders (searched recursively) or glob patterns")
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for the reports")
     parser.add_argument("--jobs", type=int, default=2, help="submissions graded at once (default 2)")
-    parser.add_argument("--shard", default="1/1", metavar="K/N", help="grade only the K-th of N shares")
+    parser.add_argument("--shard", metavar="K/N", help="grade only the K-th of N shares (1-based), or env: "
+                                                       "the shard a Slurm array or Kubernetes Indexed Job gives")
     parser.add_argument("--assignment", default="conv2d")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--quiet", action="store_true")
+    from .course_outputs import add_options
+    add_options(parser, batch=True)
     return parser
 
 
@@ -97,25 +101,20 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:120] or "submission"
 
 
-def shard(items: list[Item], spec: str) -> list[Item]:
-    try:
-        k, n = (int(part) for part in spec.split("/"))
-    except ValueError:
-        raise UsageError(f"--shard must look like K/N, e.g. 2/8, not {spec!r}") from None
-    if not 1 <= k <= n:
-        raise UsageError(f"--shard {spec}: K must be between 1 and N")
-    # By a hash of the id, so adding a submission does not move the others between shards.
-    return [item for item in items if int(hashlib.sha256(item.id.encode()).hexdigest(), 16) % n == k - 1]
-
-
 def is_complete(report_path: Path, item: Item, assignment_sha: str, seed: int, devices: tuple[str, ...]) -> bool:
+    from .provenance import grading_fingerprint
+    from .schema_check import is_valid
+
     try:
         report = json.loads(report_path.read_text())
         if str(report["load"].get("fatal") or "").startswith(GRADER_FAILURE):
             return False  # our failure, not the student's: try again
+        # A report of another grader is regraded: the new code may grade it differently.
         return (report["schema_version"].startswith("1.") and report["submission"]["sha256"] == item.sha256
                 and report["assignment"]["sha256"] == assignment_sha and report["seed"] == seed
-                and tuple(report["devices"]) == devices and "score" in report)
+                and tuple(report["devices"]) == devices and "score" in report
+                and report["environment"].get("grader_fingerprint") == grading_fingerprint()
+                and is_valid(report))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
@@ -139,7 +138,10 @@ def _run(args) -> int:
     from .config import load_assignment
     from .pipeline import resolve_devices
 
-    items = shard(identify(collect(args.paths)), args.shard)
+    from .shards import resolve
+    everything = identify(collect(args.paths))
+    spec = resolve(args.shard, args.shard_index, args.shard_count)
+    items = [item for item in everything if spec.owns(item.id)]
     assignment = load_assignment(args.assignment)
     seed = assignment.seed if args.seed is None else args.seed
     devices, _ = resolve_devices(args.device, assignment)
@@ -148,11 +150,19 @@ def _run(args) -> int:
     todo = [i for i in items if not is_complete(out / i.report_name, i, assignment.sha256, seed, devices)]
     log = sys.stderr
     if not args.quiet:
-        print(f"{len(items)} submissions, {len(items) - len(todo)} already graded, {len(todo)} to grade "
-              f"with {args.jobs} jobs", file=log)
+        print(f"{len(items)} submissions{f' (shard {spec.label})' if spec.count > 1 else ''}, "
+              f"{len(items) - len(todo)} already graded, {len(todo)} to grade with {args.jobs} jobs", file=log)
+    _write_manifest(out, spec, everything, items, assignment, seed, devices, "started")
     started = time.monotonic()
     interrupted = _grade_all(todo, assignment, seed, args, out, log)
-    summary = write_outputs(out, items, assignment.id, seed, time.monotonic() - started)
+    summary = write_outputs(out, items, assignment.id, seed, time.monotonic() - started,
+                            args=args, log=log if not args.quiet else _Null())
+    _write_manifest(out, spec, everything, items, assignment, seed, devices,
+                    "interrupted" if interrupted else "finished", summary["graded"])
+    if args.feedback and not interrupted:
+        from .course_outputs import write_feedback
+        write_feedback(args.feedback, out, [(i.id, i.path) for i in items], {i.id for i in todo},
+                       log if not args.quiet else _Null())
     if interrupted:
         print(f"interrupted: {summary['graded']} of {len(items)} have reports; run the same command again "
               "to grade the rest", file=log)
@@ -232,8 +242,16 @@ def _common_folder(paths: list[Path]) -> tuple[Path, ...]:
         return ()
 
 
-def write_outputs(out: Path, items: list[Item], assignment_id: str, seed: int, duration_s: float) -> dict:
-    from .exports import write_gradebook_csv
+def _write_manifest(out: Path, spec, everything: list[Item], items: list[Item], assignment, seed: int,
+                    devices: tuple[str, ...], status: str, graded: int = 0) -> None:
+    from .report import write_json_atomically
+    from .shards import MANIFEST, manifest
+    write_json_atomically(manifest(spec, [i.id for i in everything], items, assignment, seed, devices, status,
+                                   graded), out / MANIFEST)
+
+
+def write_outputs(out: Path, items: list[Item], assignment_id: str, seed: int, duration_s: float,
+                  args=None, log=None) -> dict:
     from .report import write_json_atomically
 
     reports, ids = [], []
@@ -246,6 +264,8 @@ def write_outputs(out: Path, items: list[Item], assignment_id: str, seed: int, d
     write_gradebook_csv(reports, out / "gradebook.csv", ids=ids)
     summary = summarize(reports, ids, assignment_id, seed, duration_s, expected=len(items))
     write_json_atomically(summary, out / "summary.json")
+    from .course_outputs import write as write_course_outputs
+    write_course_outputs(out, reports, ids, args, log or _Null())
     return summary
 
 
@@ -271,36 +291,27 @@ def merge_main(argv: list[str]) -> int:
     parser = _Parser(prog="grade merge", description="One gradebook from the report folders of several shards.")
     parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("-o", "--output", type=Path, required=True)
+    from .course_outputs import add_options
+    add_options(parser, batch=False)
     args = parser.parse_args(argv)
-    reports, ids = [], []
-    seen: set[str] = set()
-    for folder in args.folders:
-        if not folder.is_dir():
-            raise UsageError(f"{str(folder)!r} is not a folder of reports")
-        for path in sorted(folder.glob("*.json")):
-            if path.name in OUTPUT_FILES:
-                continue
-            try:
-                report = json.loads(path.read_text())
-                report["submission"]["sha256"]
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-            if path.stem in seen:
-                raise UsageError(f"report {path.stem!r} appears in more than one folder")
-            seen.add(path.stem)
-            reports.append(report)
-            ids.append(path.stem)
-    from .exports import write_gradebook_csv
     from .report import write_json_atomically
+    from .shards import EXIT_INCOMPLETE, merge
 
-    args.output.mkdir(parents=True, exist_ok=True)
-    write_gradebook_csv(reports, args.output / "gradebook.csv", ids=ids)
+    merged = merge(args.folders)
+    reports, ids = list(merged.reports), list(merged.ids)
+    out = args.output
+    merged.copy_into(out)
+    write_gradebook_csv(reports, out / "gradebook.csv", ids=ids)
     seeds = {r.get("seed") for r in reports}
-    write_json_atomically(summarize(reports, ids, reports[0]["assignment"]["id"] if reports else "",
-                                    seeds.pop() if len(seeds) == 1 else None, 0.0, len(reports)),
-                          args.output / "summary.json")
-    print(f"merged {len(reports)} reports from {len(args.folders)} folders into {args.output}", file=sys.stderr)
-    return EXIT_OK
+    summary = summarize(reports, ids, reports[0]["assignment"]["id"] if reports else "",
+                        seeds.pop() if len(seeds) == 1 else None, 0.0, merged.expected)
+    write_json_atomically(summary | merged.summary_fields(), out / "summary.json")
+    from .course_outputs import write as write_course_outputs
+    write_course_outputs(out, reports, ids, args, sys.stderr)
+    print(f"merged {len(reports)} reports from {len(args.folders)} folders into {out}", file=sys.stderr)
+    for line in merged.problems():
+        print(line, file=sys.stderr)
+    return EXIT_INCOMPLETE if merged.missing else EXIT_OK
 
 
 class _Null:
