@@ -184,6 +184,8 @@ def _grade_all(todo: list[Item], assignment, seed: int, args, out: Path, log) ->
     # Every submission's folder is hidden from every worker: one student's code must not
     # read another's notebook.
     common = _common_folder([i.path for i in todo])
+    if getattr(args, "feedback", None):
+        common += (args.feedback,)   # earlier runs' pages hold other students' notebooks
     stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=args.jobs)
     pending = set()

@@ -18,14 +18,15 @@ STYLE = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd}
 .muted{color:#666} .grid{display:flex;flex-wrap:wrap;gap:12px}
-.card{border:1px solid #ddd;border-radius:6px;padding:6px 8px}
-table{border-collapse:collapse;font-size:13px} td,th{padding:3px 8px;text-align:left;vertical-align:top}
-tr+tr td{border-top:1px solid #eee} th{background:#f4f4f4}
+.card{box-shadow:0 0 0 1px #ddd;border:solid #fff;border-width:6px 8px;border-radius:6px;margin:1px}
+table{border-collapse:collapse;font-size:13px}
+td,th{border:solid transparent;border-width:3px 8px;text-align:left;vertical-align:top}
+tr+tr td{box-shadow:inset 0 1px #eee} th{background:#f4f4f4}
 .sbs{font:12px/1.35 ui-monospace,monospace;table-layout:fixed;width:100%}
-.sbs td{white-space:pre-wrap;word-break:break-all;width:50%;border:none;padding:0 6px}
+.sbs td{white-space:pre-wrap;word-break:break-all;width:50%;border-width:0 6px;box-shadow:none}
 .sbs tr.same td{background:#fff3cd} .sbs th{font:600 12px system-ui,sans-serif}
 details{margin:4px 0} summary{cursor:pointer}
-.tag{display:inline-block;padding:0 5px;border-radius:3px;background:#eee;font-size:12px}
+.tag{display:inline-block;border:solid #eee;border-width:0 5px;border-radius:3px;background:#eee;font-size:12px}
 """
 
 
@@ -141,18 +142,26 @@ def _similar(summary: dict) -> list[str]:
     if not summary["similar"]:
         return out + ["<p class='muted' id='similar'>No two submissions are similar.</p>"]
     out.append("<div id='similar'>")
+    opened = False
     for number, group in enumerate(summary["similar"], start=1):
-        kind = "exact copies" if group["exact"] else "exact and near copies" if any(
-            p["similarity"] == 1.0 for p in group["side_by_side"]) else "near copies"
+        if group["exact"]:
+            kind = "exact copies"
+        else:
+            low, high = group["near"]
+            kind = (f"{group['versions']} versions after normalization, near copies "
+                    f"{100 * low:.0f}%{'' if low == high else f' to {100 * high:.0f}%'}"
+                    + (f", {group['copied']} of them exact copies" if group["copied"] else ""))
         note = " · <span class='tag'>most of the class</span>" if group["share"] > 0.5 else ""
-        best = max((p["similarity"] for p in group["pairs"]), default=1.0)
         out.append(f"<div class='card similar-group'><b>{escape(group['item'])}</b> · group {number}: "
-                   f"{len(group['members'])} submissions, {kind}, best match {100 * best:.0f}%{note}"
+                   f"{len(group['members'])} submissions, {kind}{note}"
                    f"<div>{_links(group['members'][:40])}"
                    + (f" and {len(group['members']) - 40} more" if len(group["members"]) > 40 else "") + "</div>")
         for pair in group["side_by_side"]:
-            out.append(f"<details><summary>{escape(pair['a'])} and {escape(pair['b'])} side by side "
-                       f"({100 * pair['similarity']:.0f}%)</summary>"
+            # The first near copy of the page is shown open, as an example of what to look for.
+            show = not opened and pair["similarity"] < 1
+            opened = opened or show
+            out.append(f"<details{' open' if show else ''}><summary>{escape(pair['a'])} and {escape(pair['b'])} "
+                       f"side by side ({100 * pair['similarity']:.0f}%)</summary>"
                        + side_by_side(pair["a"], pair["source_a"], pair["b"], pair["source_b"]) + "</details>")
         out.append("</div>")
     return out + ["</div>"]

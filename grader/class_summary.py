@@ -130,24 +130,20 @@ def _durations(reports: list[dict], ids: list[str]) -> dict:
     for value in values:
         counts[next((i for i in range(len(counts)) if value < edges[i + 1]), len(counts) - 1)] += 1
     slowest = sorted(zip(values, ids), key=lambda p: (-p[0], p[1]))[:10]
-    return {"counts": counts, "labels": [f"{_num(e)} s" for e in edges[:-1]], "total_s": round(sum(values), 1),
+    return {"counts": counts, "labels": [f"{_num(e)}-{_num(f)} s" for e, f in zip(edges, edges[1:])],
+            "total_s": round(sum(values), 1),
             "median_s": round(statistics.median(values), 2) if values else None,
             "slowest": [{"id": i, "seconds": round(v, 2)} for v, i in slowest]}
 
 
+# Seconds per submission spread over orders of magnitude (a hang costs minutes, a typo none):
+# bins on a roughly logarithmic ladder, as many as reach the slowest.
+LADDER = (0, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
+
+
 def _nice_edges(top: float) -> list[float]:
-    """11 edges from 0 to a round number at or above `top`."""
-    step, scale = 0.1, 0.1
-    while step * BINS < top:
-        for factor in (2, 5, 10):
-            step = scale * factor
-            if step * BINS >= top:
-                break
-        else:
-            scale *= 10
-            continue
-        break
-    return [round(step * i, 3) for i in range(BINS + 1)]
+    edges = [e for e in LADDER if e <= top] + [next((e for e in LADDER if e > top), top + 1)]
+    return edges if len(edges) > 2 else [0, 0.5, 1]
 
 
 def _similar(names: list[str], reports: list[dict], ids: list[str]) -> list[dict]:
@@ -163,18 +159,26 @@ def _similar(names: list[str], reports: list[dict], ids: list[str]) -> list[dict
                 sources[identity] = data["source"]
         exact_of = {m.id: m.exact for m in members}
         for group in similar_groups(name, members):
-            # Near copies first (what differs is worth a look), then each exact copy beside the
-            # first member with the same code.
-            firsts: dict[str, str] = {}
-            same = [(firsts.setdefault(exact_of[i], i), i, 1.0) for i in group.members
-                    if firsts.setdefault(exact_of[i], i) != i]
-            pairs = list(group.pairs) + same
-            shown = pairs[:SIDE_BY_SIDE]
+            # One pair per two versions of the code (near copies, closest first), then for each
+            # version copied exactly, two of its copies: what differs is worth a look first.
+            seen, shown = set(), []
+            for a, b, score in group.pairs:
+                versions = frozenset((exact_of[a], exact_of[b]))
+                if versions not in seen:
+                    seen.add(versions)
+                    shown.append((a, b, score))
+            copies: dict[str, list[str]] = {}
+            for identity in group.members:
+                copies.setdefault(exact_of[identity], []).append(identity)
+            shown += [(ids[0], ids[1], 1.0) for ids in copies.values() if len(ids) > 1]
+            near = [score for _, _, score in group.pairs]
             found.append({"item": name, "members": list(group.members), "exact": group.exact,
+                          "versions": len(copies), "copied": sum(len(ids) for ids in copies.values() if len(ids) > 1),
+                          "near": [min(near), max(near)] if near else None,
                           "share": round(len(group.members) / max(1, len(members)), 3),
-                          "pairs": [{"a": a, "b": b, "similarity": s} for a, b, s in pairs],
+                          "pairs": [{"a": a, "b": b, "similarity": s} for a, b, s in group.pairs],
                           "side_by_side": [{"a": a, "b": b, "similarity": s, "source_a": sources[a],
-                                            "source_b": sources[b]} for a, b, s in shown]})
+                                            "source_b": sources[b]} for a, b, s in shown[:SIDE_BY_SIDE]]})
     return found
 
 

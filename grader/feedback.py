@@ -30,17 +30,19 @@ from .render_html import _badge, _groups, render_html
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 STYLE = """
-body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1000px;color:#222;padding:0 16px}
+body{font-family:system-ui,sans-serif;margin:24px max(16px, calc((100% - 1000px) / 2));color:#222}
 .cell{margin:10px 0} .input_prompt{display:none}
-.input_area{border:1px solid #ddd;border-radius:4px;background:#f7f7f7;padding:4px 8px;overflow-x:auto}
-.input_area pre{margin:0;font:13px/1.4 ui-monospace,monospace}
-.md{line-height:1.5} .md pre{background:#f7f7f7;padding:6px}
+.input_area{border:1px solid #ddd;border-radius:4px;background:#f7f7f7;overflow-x:auto}
+.input_area pre{margin:4px 8px;font:13px/1.4 ui-monospace,monospace}
+.md{line-height:1.5} .md pre{background:#f7f7f7;border:6px solid #f7f7f7}
 .raw{white-space:pre-wrap;font:13px ui-monospace,monospace;color:#555}
-.result{border-left:4px solid #3f6fb5;background:#f3f6fb;padding:8px 12px;margin:6px 0 18px}
-.result h3{margin:0 0 6px;font-size:15px} .result table{border-collapse:collapse;font-size:13px}
-.result td,.result th{padding:2px 8px;text-align:left;vertical-align:top} .result th{background:#e6ecf5}
-.replay{background:#fff;border:1px solid #ccd;padding:4px 6px;font:12px ui-monospace,monospace;
-white-space:pre-wrap;word-break:break-all}
+.result{background:#f3f6fb;border:solid #f3f6fb;border-width:8px 12px;border-left:4px solid #3f6fb5;
+margin:6px 0 18px} .result>*{margin-left:10px}
+.result h3{margin-top:0;margin-bottom:6px;font-size:15px} .result table{border-collapse:collapse;font-size:13px}
+.result td,.result th{border:solid transparent;border-width:2px 8px;text-align:left;vertical-align:top}
+.result th{background:#e6ecf5}
+.replay{background:#fff;border:solid #fff;border-width:4px 6px;box-shadow:0 0 0 1px #ccd;
+font:12px ui-monospace,monospace;white-space:pre-wrap;word-break:break-all}
 .note{color:#8a6d00}
 """
 

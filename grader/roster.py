@@ -170,13 +170,14 @@ def match_roster(students: tuple[Student, ...], reports: list[dict], ids: list[s
         else:
             unmatched.append((identity, path))
     matched, several, without = [], [], []
+    contested = {student_id for _, _, ids in ambiguous for student_id in ids}
     for student in students:
         owned = hits.get(student.student_id, [])
         if len(owned) == 1:
             matched.append(Match(student, owned[0], paths[owned[0]], by[owned[0]]))
         elif owned:
             several.append((student, tuple(owned)))
-        else:
+        elif student.student_id not in contested:   # listed with the submission they share
             without.append(student)
     return RosterResult(tuple(matched), tuple(unmatched), tuple(ambiguous), tuple(several), tuple(without))
 

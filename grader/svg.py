@@ -49,7 +49,7 @@ def heatmap(rows: list[str], columns: list[str], values: list[list[float | None]
     cell_w, cell_h = 62, 26
     left = 12 + 7 * max((len(r) for r in rows), default=4)
     top = 24 + 6 * max((len(c) for c in columns), default=4) * 0.75
-    width = int(left + cell_w * len(columns) + 10)
+    width = int(left + cell_w * len(columns) + 10 + 5 * max((len(c) for c in columns), default=0))  # slanted labels
     height = int(top + cell_h * len(rows) + 8)
     parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
              f"viewBox='0 0 {width} {height}' role='img' aria-label='{escape(title, quote=True)}'>",

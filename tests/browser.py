@@ -122,6 +122,8 @@ def open_page(path: Path, expressions: dict[str, str], window: tuple[int, int] =
     """Load `path` in headless Chromium, wait for its load event and a moment more, evaluate
     each of `expressions` (JavaScript, by name) in the page, and report what happened."""
     binary = binary or find_chromium()
+    if binary is None:
+        raise RuntimeError("no Chromium here, and GRADER_REQUIRE_BROWSER is set: apt-get install chromium")
     url = Path(path).resolve().as_uri()
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
         pipe = _Pipe(binary, profile, window)

@@ -254,6 +254,13 @@ def test_a_merge_of_four_shards_with_one_removed_names_the_missing_submissions(t
     (shards[0] / f"{sorted(reports_in(shards[0]))[0]}.json").unlink()
     stopped = merge(shards[0], shards[1], shards[3], "-o", tmp_path / "again")
     assert stopped.returncode == 1 and "no report in shard 1/4" in stopped.stderr
+    # Folders of an older grader have no manifest: merged as before, and never mixed with shards.
+    (shards[0] / "manifest.json").unlink()
+    assert merge(shards[0], shards[1], "-o", tmp_path / "mixed").returncode == 2
+    (shards[1] / "manifest.json").unlink()
+    legacy = merge(shards[0], shards[1], "-o", tmp_path / "legacy")
+    assert legacy.returncode == 0 and len(reports_in(tmp_path / "legacy")) == len(reports_in(shards[0])) + \
+        len(reports_in(shards[1]))
 
 
 def test_a_merge_refuses_to_mix_seeds_and_reads_only_valid_reports(twelve, tmp_path):
