@@ -129,7 +129,8 @@ def _durations(summary: dict) -> list[str]:
     return ["<h2>Time per submission</h2><div class='grid' id='durations'>",
             _card(svg.histogram(durations["counts"], durations["labels"],
                                 f"seconds per submission (median {_opt(durations['median_s'])} s, "
-                                f"total {durations['total_s']} s)", width=460, colour="#6b4fa3")),
+                                f"total {durations['total_s']} s)", width=460, colour="#6b4fa3",
+                                tips=durations["ranges"])),
             _card(f"<b>slowest</b><table>{slowest}</table>"), "</div>"]
 
 
@@ -150,7 +151,8 @@ def _similar(summary: dict) -> list[str]:
             low, high = group["near"]
             kind = (f"{group['versions']} versions after normalization, near copies "
                     f"{100 * low:.0f}%{'' if low == high else f' to {100 * high:.0f}%'}"
-                    + (f", {group['copied']} of them exact copies" if group["copied"] else ""))
+                    + (", each one an exact copy of another" if group["copied"] == len(group["members"]) else
+                       f", {group['copied']} of them exact copies of another" if group["copied"] else ""))
         note = " · <span class='tag'>most of the class</span>" if group["share"] > 0.5 else ""
         out.append(f"<div class='card similar-group'><b>{escape(group['item'])}</b> · group {number}: "
                    f"{len(group['members'])} submissions, {kind}{note}"

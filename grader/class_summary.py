@@ -130,8 +130,8 @@ def _durations(reports: list[dict], ids: list[str]) -> dict:
     for value in values:
         counts[next((i for i in range(len(counts)) if value < edges[i + 1]), len(counts) - 1)] += 1
     slowest = sorted(zip(values, ids), key=lambda p: (-p[0], p[1]))[:10]
-    return {"counts": counts, "labels": [f"{_num(e)}-{_num(f)} s" for e, f in zip(edges, edges[1:])],
-            "total_s": round(sum(values), 1),
+    return {"counts": counts, "labels": [_num(e) for e in edges[:-1]],
+            "ranges": [f"{_num(e)} to {_num(f)} s" for e, f in zip(edges, edges[1:])], "total_s": round(sum(values), 1),
             "median_s": round(statistics.median(values), 2) if values else None,
             "slowest": [{"id": i, "seconds": round(v, 2)} for v, i in slowest]}
 

@@ -62,16 +62,19 @@ def fingerprint(submission: Submission, name: str, common: frozenset[str] = froz
     if not found:
         return None
     helpers = {n for unit, _ in found for n in unit.defines} - {name}
-    normalized = []
-    texts = []
+    units = []
     for unit, tree in found:
         code = _normalize(tree, helpers)
         if _hash(code) in common:
             continue
-        normalized.append(code)
         where = f"cell {unit.cell}, line {unit.line}" if unit.cell is not None else f"line {unit.line}"
-        texts.append(f"# {where}\n{unit.source}")
-    normalized.sort()
+        units.append((name not in unit.defines, code, f"# {where}\n{unit.source}"))
+    # The item first, then its helpers in the order of their normalized code: the same order for
+    # every run (the helpers are found through a set) and for copies that reorder definitions,
+    # so a side-by-side view lines copies up.
+    units.sort()
+    normalized = sorted(code for _, code, _ in units)
+    texts = [text for _, _, text in units]
     signature: set[int] = set()
     tokens = 0
     for code in normalized:

@@ -12,9 +12,10 @@ FONT = "font-family='system-ui,sans-serif' font-size='11'"
 
 
 def histogram(counts: list[int], labels: list[str], title: str = "", width: int = 360, height: int = 170,
-              colour: str = "#3f6fb5") -> str:
+              colour: str = "#3f6fb5", tips: list[str] | None = None) -> str:
     """Bars for `counts`, each with its count above it and its label below (every label is
-    drawn when there are at most 10 bins, else every other)."""
+    drawn when there are at most 10 bins, else every other); `tips` (default: the labels) name
+    each bin on hover."""
     top, bottom, left, right = 34, 22, 30, 8
     plot_w, plot_h = width - left - right, height - top - bottom
     most = max(counts, default=0) or 1
@@ -27,11 +28,11 @@ def histogram(counts: list[int], labels: list[str], title: str = "", width: int 
              f"<text x='{left - 4}' y='{top + 4}' {FONT} text-anchor='end' fill='#666'>{most}</text>",
              f"<text x='{left - 4}' y='{top + plot_h}' {FONT} text-anchor='end' fill='#666'>0</text>"]
     step = 1 if len(counts) <= 10 else 2
-    for i, (count, label) in enumerate(zip(counts, labels)):
+    for i, (count, label, tip) in enumerate(zip(counts, labels, tips or labels)):
         h = plot_h * count / most
         x = left + i * bar_w
         parts.append(f"<rect class='bar' x='{x + 1:.1f}' y='{top + plot_h - h:.1f}' width='{max(1.0, bar_w - 2):.1f}' "
-                     f"height='{h:.1f}' fill='{colour}'><title>{escape(label)}: {count}</title></rect>")
+                     f"height='{h:.1f}' fill='{colour}'><title>{escape(tip)}: {count}</title></rect>")
         if count:
             parts.append(f"<text x='{x + bar_w / 2:.1f}' y='{top + plot_h - h - 3:.1f}' {FONT} "
                          f"text-anchor='middle'>{count}</text>")
