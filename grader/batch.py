@@ -22,11 +22,12 @@ from pathlib import Path
 
 from .cli import _Parser
 from .errors import EXIT_INTERNAL, EXIT_OK, UsageError
+from .exports import write_gradebook_csv
 
 SUFFIXES = (".ipynb", ".py")
 GRADER_FAILURE = "the grader could not grade this submission"
-OUTPUT_FILES = ("summary.json",)
-RESERVED = {"summary.json", "gradebook.json"}
+OUTPUT_FILES = ("gradebook.csv", "summary.json")
+RESERVED = {"summary.json", "gradebook.json", "manifest.json", "roster.json"}
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("paths", nargs="+", help="files, folders (searched recursively) or glob patterns")
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for the reports")
     parser.add_argument("--jobs", type=int, default=2, help="submissions graded at once (default 2)")
-    parser.add_argument("--shard", default="1/1", metavar="K/N", help="grade only the K-th of N shares")
+    parser.add_argument("--shard", metavar="K/N", help="grade only the K-th of N shares (1-based), or env: "
+                                                       "the shard a Slurm array or Kubernetes Indexed Job gives")
     parser.add_argument("--assignment", help="bundled assignment id or path to its YAML (default: each "
                                              "submission's own, from the names it defines)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--quiet", action="store_true")
+    from .course_outputs import add_options
+    add_options(parser, batch=True)
     return parser
 
 
@@ -88,7 +92,8 @@ def identify(paths: list[Path]) -> list[Item]:
         safe = _safe(path.stem)
         # Two stems that differ only in characters _safe replaces ("a b", "a_b"), or a stem that
         # is one of our own output names, would overwrite another report: add the path's hash.
-        unique = stems[path.stem] == 1 and safe_counts[safe] == 1 and f"{safe}.json" not in RESERVED
+        unique = stems[path.stem] == 1 and safe_counts[safe] == 1 and f"{safe}.json" not in RESERVED \
+            and not safe.startswith("roster-")
         identity = safe if unique else f"{safe}-{hashlib.sha256(path.as_posix().encode()).hexdigest()[:8]}"
         items.append(Item(path=path, id=identity, sha256=hashlib.sha256(path.read_bytes()).hexdigest()))
     return items
@@ -98,25 +103,20 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:120] or "submission"
 
 
-def shard(items: list[Item], spec: str) -> list[Item]:
-    try:
-        k, n = (int(part) for part in spec.split("/"))
-    except ValueError:
-        raise UsageError(f"--shard must look like K/N, e.g. 2/8, not {spec!r}") from None
-    if not 1 <= k <= n:
-        raise UsageError(f"--shard {spec}: K must be between 1 and N")
-    # By a hash of the id, so adding a submission does not move the others between shards.
-    return [item for item in items if int(hashlib.sha256(item.id.encode()).hexdigest(), 16) % n == k - 1]
-
-
 def is_complete(report_path: Path, item: Item, assignment_sha: str, seed: int, devices: tuple[str, ...]) -> bool:
+    from .provenance import grading_fingerprint
+    from .schema_check import is_valid
+
     try:
         report = json.loads(report_path.read_text())
         if str(report["load"].get("fatal") or "").startswith(GRADER_FAILURE):
             return False  # our failure, not the student's: try again
+        # A report of another grader is regraded: the new code may grade it differently.
         return (report["schema_version"].startswith("2.") and report["submission"]["sha256"] == item.sha256
                 and report["assignment"]["sha256"] == assignment_sha and report["seed"] == seed
-                and tuple(report["devices"]) == devices and "score" in report)
+                and tuple(report["devices"]) == devices and "score" in report
+                and report["environment"].get("grader_fingerprint") == grading_fingerprint()
+                and is_valid(report))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
@@ -138,22 +138,33 @@ def main(argv: list[str]) -> int:
 
 def _run(args) -> int:
     from .pipeline import resolve_devices
+    from .shards import resolve
 
-    items = shard(identify(collect(args.paths)), args.shard)
+    everything = identify(collect(args.paths))
+    spec = resolve(args.shard, args.shard_index, args.shard_count)
+    items = [item for item in everything if spec.owns(item.id)]
     chosen = assign(items, args.assignment)
     out = args.output
     out.mkdir(parents=True, exist_ok=True)
-    plans = {a.id: (a, a.seed if args.seed is None else args.seed, resolve_devices(args.device, a)[0])
+    plans = {a.id: Plan(a, a.seed if args.seed is None else args.seed, resolve_devices(args.device, a)[0])
              for a in chosen.values()}
     todo = [i for i in items if not is_complete(out / i.report_name, i, chosen[i.id].sha256,
-                                                plans[chosen[i.id].id][1], plans[chosen[i.id].id][2])]
+                                                plans[chosen[i.id].id].seed, plans[chosen[i.id].id].devices)]
     log = sys.stderr
     if not args.quiet:
-        print(f"{len(items)} submissions, {len(items) - len(todo)} already graded, {len(todo)} to grade "
-              f"with {args.jobs} jobs", file=log)
+        print(f"{len(items)} submissions{f' (shard {spec.label})' if spec.count > 1 else ''}, "
+              f"{len(items) - len(todo)} already graded, {len(todo)} to grade with {args.jobs} jobs", file=log)
+    _write_manifest(out, spec, everything, items, chosen, plans, "started")
     started = time.monotonic()
     interrupted = _grade_all(todo, chosen, plans, args, out, log)
-    summary = write_outputs(out, items, chosen, {i: p[1] for i, p in plans.items()}, time.monotonic() - started)
+    summary = write_outputs(out, items, chosen, plans, time.monotonic() - started,
+                            args=args, log=log if not args.quiet else _Null())
+    _write_manifest(out, spec, everything, items, chosen, plans, "interrupted" if interrupted else "finished",
+                    summary["graded"])
+    if args.feedback and not interrupted:
+        from .course_outputs import write_feedback
+        write_feedback(args.feedback, out, [(i.id, i.path) for i in items], {i.id for i in todo},
+                       log if not args.quiet else _Null())
     if interrupted:
         print(f"interrupted: {summary['graded']} of {len(items)} have reports; run the same command again "
               "to grade the rest", file=log)
@@ -164,15 +175,23 @@ def _run(args) -> int:
               f"({', '.join(failures[:5])}); their reports say so, and rerunning retries them", file=log)
         return EXIT_INTERNAL
     if not args.quiet:
-        books = ", ".join(str(out / name) for name in gradebook_names(a.id for a in chosen.values()).values())
+        books = ", ".join(str(out / name) for name in book_names(plans).values())
         print(f"{summary['graded']} reports in {out}; gradebook: {books}", file=log)
     return EXIT_OK
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a batch grades one of its assignments."""
+    assignment: "Assignment"
+    seed: int
+    devices: tuple[str, ...]
 
 
 def assign(items: list[Item], requested: str | None) -> dict[str, "Assignment"]:
     """Each submission's assignment: the one named, or the one its names point to. A file whose
     names point nowhere (an empty notebook) is graded with the batch's assignment when the batch
-    has one (its items are then simply missing), else with the first candidate, saying why."""
+    has one (its items are then simply missing), else with the first candidate."""
     from .choose import choose_for
     from .config import bundled_assignment_ids, load_assignment
     from .submission import load_submission
@@ -195,12 +214,13 @@ def assign(items: list[Item], requested: str | None) -> dict[str, "Assignment"]:
     return chosen
 
 
-def gradebook_names(assignment_ids) -> dict[str, str]:
-    """gradebook.csv for a batch of one assignment; gradebook-<id>.csv each for a mixed one."""
+def book_names(assignment_ids) -> dict[str | None, str]:
+    """The suffix of a batch's per-assignment files: none for a batch of one assignment
+    (gradebook.csv, class_report.html), -<id> for each of a mixed one (gradebook-<id>.csv)."""
     ids = sorted(i for i in set(assignment_ids) if i is not None)
     if len(ids) <= 1:
-        return {ids[0] if ids else None: "gradebook.csv"}
-    return {i: f"gradebook-{_safe(i)}.csv" for i in ids}
+        return {ids[0] if ids else None: ""}
+    return {i: f"-{_safe(i)}" for i in ids}
 
 
 def _grade_all(todo: list[Item], chosen: dict, plans: dict, args, out: Path, log) -> bool:
@@ -210,6 +230,8 @@ def _grade_all(todo: list[Item], chosen: dict, plans: dict, args, out: Path, log
     # Every submission's folder is hidden from every worker: one student's code must not
     # read another's notebook.
     common = _common_folder([i.path for i in todo])
+    if getattr(args, "feedback", None):
+        common += (args.feedback,)   # earlier runs' pages hold other students' notebooks
     stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=args.jobs)
     pending = set()
@@ -219,8 +241,8 @@ def _grade_all(todo: list[Item], chosen: dict, plans: dict, args, out: Path, log
             while queue and len(pending) < args.jobs:
                 item = queue.pop(0)
                 assignment = chosen[item.id]
-                seed = plans[assignment.id][1]
-                pending.add(pool.submit(grade_one, item, assignment, seed, args.device, out, stop, common))
+                pending.add(pool.submit(grade_one, item, assignment, plans[assignment.id].seed, args.device, out,
+                                        stop, common))
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 label, outcome = future.result()
@@ -270,7 +292,16 @@ def _common_folder(paths: list[Path]) -> tuple[Path, ...]:
         return ()
 
 
-def write_outputs(out: Path, items: list[Item], chosen: dict, seeds: dict[str, int], duration_s: float) -> dict:
+def _write_manifest(out: Path, spec, everything: list[Item], items: list[Item], chosen: dict, plans: dict,
+                    status: str, graded: int = 0) -> None:
+    from .report import write_json_atomically
+    from .shards import MANIFEST, manifest
+    write_json_atomically(manifest(spec, [i.id for i in everything], items, list(plans.values()), status, graded,
+                                   assignment_of=lambda item: chosen[item.id].id), out / MANIFEST)
+
+
+def write_outputs(out: Path, items: list[Item], chosen: dict, plans: dict, duration_s: float,
+                  args=None, log=None) -> dict:
     groups = {}
     for assignment_id in sorted({a.id for a in chosen.values()}) or [None]:
         mine = [item for item in items if chosen[item.id].id == assignment_id]
@@ -281,22 +312,26 @@ def write_outputs(out: Path, items: list[Item], chosen: dict, seeds: dict[str, i
                 ids.append(item.id)
             except (OSError, ValueError):
                 continue
-        groups[assignment_id] = (reports, ids, len(mine), seeds.get(assignment_id))
-    return write_books(out, groups, len(items), duration_s)
+        groups[assignment_id] = (reports, ids, len(mine), plans[assignment_id].seed if assignment_id else None)
+    return write_books(out, groups, len(items), duration_s, args, log)
 
 
-def write_books(out: Path, groups: dict, submissions: int, duration_s: float) -> dict:
-    """A gradebook per assignment and summary.json: the batch's summary when it has one
-    assignment, else one per assignment under `assignments` beside the totals. `groups`:
-    assignment id -> (reports, their ids, submissions expected, seed)."""
-    from .exports import write_gradebook_csv
+def write_books(out: Path, groups: dict, submissions: int, duration_s: float, args=None, log=None,
+                extra: dict | None = None) -> dict:
+    """Per assignment, a gradebook and the instructor's files (course_outputs.py), and one
+    summary.json: the batch's summary when it has one assignment, else one per assignment under
+    `assignments` beside the totals. `groups`: assignment id -> (reports, their ids, submissions
+    expected, seed)."""
+    from .course_outputs import write as write_course_outputs
     from .report import write_json_atomically
 
-    books = gradebook_names(groups)
+    suffixes = book_names(groups)
     summaries = {}
     for assignment_id, (reports, ids, expected, seed) in groups.items():
-        write_gradebook_csv(reports, out / books[assignment_id], ids=ids)
+        suffix = suffixes[assignment_id]
+        write_gradebook_csv(reports, out / f"gradebook{suffix}.csv", ids=ids)
         summaries[assignment_id] = summarize(reports, ids, assignment_id, seed, duration_s, expected=expected)
+        write_course_outputs(out, reports, ids, args, log or _Null(), suffix)
     if len(summaries) == 1:
         summary = next(iter(summaries.values()))
     else:
@@ -305,7 +340,7 @@ def write_books(out: Path, groups: dict, submissions: int, duration_s: float) ->
                    "graded": sum(p["graded"] for p in parts), "missing": sum(p["missing"] for p in parts),
                    "duration_s": round(duration_s, 3), "reports": [r for p in parts for r in p["reports"]],
                    "assignments": summaries}
-    write_json_atomically(summary, out / "summary.json")
+    write_json_atomically(summary | (extra or {}), out / "summary.json")
     return summary
 
 
@@ -331,37 +366,30 @@ def merge_main(argv: list[str]) -> int:
     parser = _Parser(prog="grade merge", description="One gradebook from the report folders of several shards.")
     parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("-o", "--output", type=Path, required=True)
+    from .course_outputs import add_options
+    add_options(parser, batch=False)
     args = parser.parse_args(argv)
-    reports, ids = [], []
-    seen: set[str] = set()
-    for folder in args.folders:
-        if not folder.is_dir():
-            raise UsageError(f"{str(folder)!r} is not a folder of reports")
-        for path in sorted(folder.glob("*.json")):
-            if path.name in OUTPUT_FILES:
-                continue
-            try:
-                report = json.loads(path.read_text())
-                report["submission"]["sha256"]
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-            if path.stem in seen:
-                raise UsageError(f"report {path.stem!r} appears in more than one folder")
-            seen.add(path.stem)
-            reports.append(report)
-            ids.append(path.stem)
-    args.output.mkdir(parents=True, exist_ok=True)
+    from .shards import EXIT_INCOMPLETE, merge
+
+    merged = merge(args.folders)
+    out = args.output
+    merged.copy_into(out)
     groups: dict = {}
-    for report, identity in zip(reports, ids):
-        group = groups.setdefault(report["assignment"]["id"], ([], [], 0, set()))
+    for report, identity in zip(merged.reports, merged.ids):
+        group = groups.setdefault(report["assignment"]["id"], ([], [], set()))
         group[0].append(report)
         group[1].append(identity)
-        group[3].add(report.get("seed"))
-    groups = {aid: (r, i, len(r), seeds.pop() if len(seeds) == 1 else None)
-              for aid, (r, i, _, seeds) in groups.items()} or {None: ([], [], 0, None)}
-    write_books(args.output, groups, len(reports), 0.0)
-    print(f"merged {len(reports)} reports from {len(args.folders)} folders into {args.output}", file=sys.stderr)
-    return EXIT_OK
+        group[2].add(report.get("seed"))
+    # What each gradebook should hold: the whole batch for one assignment (a missing shard's
+    # submissions too); per assignment, what the present shards own.
+    expected = merged.expected_by_assignment() if len(groups) > 1 else {aid: merged.expected for aid in groups}
+    groups = {aid: (r, i, expected.get(aid, len(r)), seeds.pop() if len(seeds) == 1 else None)
+              for aid, (r, i, seeds) in groups.items()} or {None: ([], [], merged.expected, None)}
+    write_books(out, groups, merged.expected, 0.0, args, sys.stderr, merged.summary_fields())
+    print(f"merged {len(merged.reports)} reports from {len(args.folders)} folders into {out}", file=sys.stderr)
+    for line in merged.problems():
+        print(line, file=sys.stderr)
+    return EXIT_INCOMPLETE if merged.missing else EXIT_OK
 
 
 class _Null:

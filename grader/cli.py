@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gradescope", type=Path, metavar="RESULTS.json",
                         help="also write Gradescope's results.json here")
     parser.add_argument("--junit", type=Path, metavar="REPORT.xml", help="also write JUnit XML here (CI test tabs)")
+    parser.add_argument("--feedback", type=Path, metavar="OUT.html",
+                        help="also write the student's feedback page here (their notebook with the results; "
+                             "hidden cases as counts only)")
     parser.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     parser.add_argument("--quiet", action="store_true", help="print nothing; only write the report")
     return parser
@@ -122,7 +125,8 @@ def _grade_one(args) -> int:
     from .report import report_to_dict, write_json_atomically, write_text_atomically
 
     assignment = select_items(pick_assignment(Path(args.submission), args.assignment), args.items)
-    extra_hidden = [path.resolve().parent for path in (args.output, args.gradescope, args.junit) if path]
+    extra_hidden = [path.resolve().parent for path in (args.output, args.gradescope, args.junit, args.feedback)
+                    if path]
     if args.params and args.only_case:
         raise UsageError("--case and --params both name the cases to grade; give one")
     custom = parse_params(args.params, assignment) if args.params else None
@@ -150,6 +154,9 @@ def _grade_one(args) -> int:
     if args.junit:
         from .exports import junit_xml
         write_text_atomically(junit_xml(data), args.junit)
+    if args.feedback:
+        from .feedback import write_feedback
+        write_feedback(data, args.feedback, Path(args.submission))
     if args.json:
         print(json.dumps(data, indent=2))
     elif not args.quiet:

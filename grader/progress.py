@@ -1,8 +1,12 @@
 """Progress of a batch: a live bar on a terminal, plain lines in CI logs."""
 from __future__ import annotations
 
+import os
 import sys
 import time
+
+BAR = 30        # the widest bar; it gives way to the label down to MIN_BAR
+MIN_BAR = 10
 
 
 class Progress:
@@ -25,15 +29,33 @@ class Progress:
     def advance(self, label: str, outcome: str) -> None:
         self.done += 1
         eta = self.eta_s()
-        eta_text = "--:--" if eta is None else f"{int(eta // 60)}:{int(eta % 60):02d}"
+        eta_text = "--:--" if eta is None else _clock(eta)
         stats = f"{self.done}/{self.total}  {self.rate_per_minute():.1f}/min  ETA {eta_text}"
         if self.live:
-            width = 30
-            filled = int(width * self.done / max(1, self.total))
-            bar = "#" * filled + "-" * (width - filled)
-            self.stream.write(f"\r[{bar}] {stats}  {label[:30]:<30}")
+            self.stream.write("\r" + self.live_line(stats, label))
             if self.done == self.total:
                 self.stream.write("\n")
         else:
             self.stream.write(f"[{stats}] {label}: {outcome}\n")
         self.stream.flush()
+
+    def columns(self) -> int:
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            return 80
+
+    def live_line(self, stats: str, label: str) -> str:
+        """`[#####-----] 12/500  3.1/min  ETA 2:37:10  label`, one column short of the terminal
+        (a line that fills the last column wraps on some terminals, and the bar then scrolls)."""
+        room = max(40, self.columns()) - 1
+        width = max(MIN_BAR, min(BAR, room - len(stats) - 3 - 2 - 12))
+        filled = int(width * self.done / max(1, self.total))
+        line = f"[{'#' * filled}{'-' * (width - filled)}] {stats}  "
+        return (line + label[:max(0, room - len(line))]).ljust(room)[:room]
+
+
+def _clock(seconds: float) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"

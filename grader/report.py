@@ -50,7 +50,7 @@ def for_students(data: dict) -> dict:
 
 
 def _full_dict(report: GradeReport) -> dict:
-    return {
+    return _with_instructor_fields(report, {
         "schema_version": SCHEMA_VERSION,
         "assignment": {"id": report.assignment.id, "title": report.assignment.title,
                        "sha256": report.assignment.sha256},
@@ -66,7 +66,46 @@ def _full_dict(report: GradeReport) -> dict:
         "environment": dict(report.environment) | {"protections": dict(report.protections),
                                                    "worker_restarts": report.worker_restarts},
         "duration_s": report.duration_s,
-    }
+    })
+
+
+# --- The instructor's view (issue 13) -------------------------------------------------------
+# Optional fields the class report, similarity groups, feedback pages and roster matching read,
+# so that they need nothing but the reports (a merge of shards sees what one batch sees):
+# where each item is defined, a fingerprint of its graded code with its source text, the
+# notebook's identity metadata, and the fingerprint of the grading code.
+def _with_instructor_fields(report: GradeReport, data: dict) -> dict:
+    from .provenance import grading_fingerprint
+    from .roster import notebook_metadata
+    from .similarity import VERSION, fingerprint, unit_hashes
+
+    common = unit_hashes(report.assignment.scaffold_source)
+    for graded in report.items:
+        item = data["items"][graded.name]
+        unit = _defining_unit(report, graded)
+        item["definition"] = {"cell": unit.cell, "line": unit.line} if unit is not None else None
+        found = fingerprint(report.submission, graded.python_name, common) if unit is not None else None
+        item["similarity"] = None if found is None else {
+            "version": VERSION, "exact": found.exact, "signature": list(found.signature), "tokens": found.tokens,
+            "source": found.source, "truncated": found.truncated}
+    data["submission"]["metadata"] = notebook_metadata(report.submission.path, report.submission.sha256)
+    data["environment"].setdefault("grader_fingerprint", grading_fingerprint())
+    return data
+
+
+def _defining_unit(report: GradeReport, item: ItemReport):
+    """The kept statement that defines what the item was graded on: the definition its
+    signature picked (a file may define one name twice), else the last one of its name."""
+    from .runner import resolve_item
+
+    spec = report.assignment.item(item.name)
+    found = resolve_item(report.load, spec, report.assignment.task_of(spec).signature)
+    units = {u.index: u for u in report.submission.units}
+    if found.definition is not None and found.definition.unit in units:
+        return units[found.definition.unit]
+    defining = [u for u in report.submission.units if item.python_name in u.defines]
+    return defining[-1] if defining else None
+# --- end of the instructor's view -----------------------------------------------------------
 
 
 def _item_dict(item: ItemReport, report: GradeReport) -> dict:
