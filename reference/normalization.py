@@ -221,11 +221,6 @@ def _check_rank(x, ranks, step):
         raise ValueError(f"{step}: expected a {' or '.join(map(str, ranks))}-D input, got {x.dim()}-D")
 
 
-def _per_feature(t, x):
-    """A (C,) parameter shaped to broadcast over dim 1 of x."""
-    return t.reshape(1, -1, *([1] * (x.dim() - 2)))
-
-
 # --- steps 1, 2, 4-7: functions ------------------------------------------------------------------
 
 def custom_batch_norm1d(input_tensor, eps, *, recipe=CORRECT):

@@ -288,19 +288,19 @@ def test_uses_no_normalization_operator(context):
     recorder = _Recorder()
     with context(), recorder:
         for recipe in [CORRECT] + [m.recipe for step in STEPS for m in mistakes(step)]:
-            custom_batch_norm1d_affine(x2, x2[0], x2[1], 1e-5, recipe=replace_stats(recipe, "batch_norm1d"))
-            custom_batch_norm2d(x4, 1e-5, recipe=replace_stats(recipe, "batch_norm2d"))
-            custom_layer_norm(x3, 1e-5, recipe=replace_stats(recipe, "layer_norm"))
-            custom_instance_norm1d(x3, 1e-5, recipe=replace_stats(recipe, "instance_norm1d"))
-            custom_group_norm(x3, 3, 1e-5, recipe=replace_stats(recipe, "group_norm"))
+            custom_batch_norm1d_affine(x2, x2[0], x2[1], 1e-5, recipe=_usable(recipe, "batch_norm1d"))
+            custom_batch_norm2d(x4, 1e-5, recipe=_usable(recipe, "batch_norm2d"))
+            custom_layer_norm(x3, 1e-5, recipe=_usable(recipe, "layer_norm"))
+            custom_instance_norm1d(x3, 1e-5, recipe=_usable(recipe, "instance_norm1d"))
+            custom_group_norm(x3, 3, 1e-5, recipe=_usable(recipe, "group_norm"))
             module = CustomBatchNorm1d(x2[0], x2[1], 1e-5, 0.1,
-                                       recipe=replace_stats(recipe, "batch_norm1d_module"))
+                                       recipe=_usable(recipe, "batch_norm1d_module"))
             _run_sequence(module, [x2, x2 * 2], [x2[:1], x2])
     assert recorder.names, "the recorder saw nothing: the test would pass vacuously"
     assert not {name for name in recorder.names if "norm" in name}, recorder.names
 
 
-def replace_stats(recipe, step):
+def _usable(recipe, step):
     """A recipe usable for `step`: layouts are per step, so one from another step is dropped."""
     if recipe.stats is not None and recipe.stats not in layouts(step):
         return replace(recipe, stats=None)
