@@ -71,26 +71,28 @@ def sample_params(assignment: Assignment, group: GroupSpec, case_id: str, seed: 
     subject = assignment.subject
     rng = random.Random(f"{seed}/{case_id}/params")
     settings = {name: setting_value(values) for name, values in group.settings}
-    used = used_parameters(assignment, group)
+    drawn = used_parameters(assignment, group, drawn=True)
+    kept = used_parameters(assignment, group)
     space = subject.space
     for _ in range(MAX_SAMPLING_TRIES):
-        values = {name: draw(space[name], choices, rng, index) for name, choices in group.params if name in used}
-        values = subject.draw(values, group.require)
-        params = Params.of(values, used)
+        values = {name: draw(space[name], choices, rng, index) for name, choices in group.params if name in drawn}
+        values = subject.draw(values, group.require, rng)
+        params = Params.of(values, kept)
         if subject.accept(params, settings) and all(subject.constraints[rule](params) for rule in group.require):
             return params
     raise ConfigError(f"groups.{group.name}: no parameters satisfy its ranges and 'require' "
                       f"(tried {MAX_SAMPLING_TRIES} samples)")
 
 
-def used_parameters(assignment: Assignment, group: GroupSpec) -> tuple[str, ...]:
-    """The parameters the group's items use, in the subject's order (all are drawn, so a task
-    that uses fewer does not change another's draws)."""
+def used_parameters(assignment: Assignment, group: GroupSpec, drawn: bool = False) -> tuple[str, ...]:
+    """The parameters a case of the group's items has (or, `drawn`, draws from the config), in
+    the subject's order."""
     items = [assignment.item(name) for name in (group.items or [i.name for i in assignment.items])]
     wanted = set()
     for item in items:
         task = assignment.subject.tasks[item.task]
-        wanted.update(task.parameters if task.parameters is not None else (p.name for p in assignment.subject.parameters))
+        names = task.draws if drawn and task.draws is not None else task.parameters
+        wanted.update(names if names is not None else (p.name for p in assignment.subject.parameters))
     return tuple(p.name for p in assignment.subject.parameters if p.name in wanted)
 
 

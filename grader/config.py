@@ -115,6 +115,13 @@ class Assignment:
     # (name, modules) for names forbidden only when they come from one of those modules.
     forbidden_names: tuple[str, ...] = ()
     module_only_names: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Every configured item, when `items` is a selection of them (--item): replay lines are
+    # read back against the whole config.
+    configured_items: tuple[ItemSpec, ...] = ()
+
+    @property
+    def all_items(self) -> tuple[ItemSpec, ...]:
+        return self.configured_items or self.items
 
     def item(self, name: str) -> ItemSpec:
         return next(spec for spec in self.items if spec.name == name)
@@ -472,7 +479,7 @@ def _group_spec(subject: Subject, name: Any, body: Any, defaults: dict, devices:
 
 def _params(subject: Subject, raw: Any, where: str, base: dict) -> dict:
     raw = _mapping(raw, where)
-    declared = {p.name: p for p in subject.parameters + subject.settings}
+    declared = {p.name: p for p in subject.parameters + subject.settings if not p.derived}
     _only_keys(raw, where, set(declared))
     params = dict(base)
     for name, value in raw.items():
@@ -488,8 +495,10 @@ def _used(subject: Subject, items: list[ItemSpec]) -> list[str]:
     wanted = set()
     for item in items:
         task = subject.tasks[item.task]
-        wanted.update(task.parameters if task.parameters is not None else (p.name for p in subject.parameters))
-    return [p.name for p in subject.parameters if p.name in wanted] + [s.name for s in subject.settings]
+        names = task.draws if task.draws is not None else task.parameters
+        wanted.update(names if names is not None else (p.name for p in subject.parameters))
+    return [p.name for p in subject.parameters if p.name in wanted and not p.derived] + \
+        [s.name for s in subject.settings]
 
 
 def _devices(raw: Any, where: str) -> tuple[str, ...]:

@@ -36,10 +36,11 @@ class Range:
 @dataclass(frozen=True)
 class Parameter:
     """One parameter: `int` (at least `minimum`), `float` (within [minimum, maximum]),
-    `choice` (one of `choices`) or `shape` (a tuple of positive ints, written 2x3x4).
+    `choice` (one of `choices`) or `shape` (a tuple of positive ints, written 2x3x4, or `none` for the empty one).
     `specials`: words allowed besides values, which the subject resolves when it draws
     (e.g. "all" for "as many as there are"). `cycled`: a group's list of values is taken
-    in case order instead of at random, so that a group of two cases has both of two kinds."""
+    in case order instead of at random, so that a group of two cases has both of two kinds.
+    `derived`: computed by the subject's draw, not configured."""
     name: str
     kind: str
     minimum: float | None = None
@@ -48,6 +49,9 @@ class Parameter:
     description: str = ""
     specials: tuple[str, ...] = ()
     cycled: bool = False
+    # Set by the subject's draw from other parameters (a shape from a rank and a size), never
+    # given in a config; a case carries it, and --params names it like any other.
+    derived: bool = False
 
     def __post_init__(self):
         if self.kind not in PARAM_KINDS:
@@ -62,12 +66,21 @@ class Parameter:
             parsed = self._range(value)
             if isinstance(parsed, str):
                 return parsed
+            if self.cycled:
+                # One entry drawn from, not a list of values to take in turn.
+                return (parsed,)
             return tuple(range(int(parsed.low), int(parsed.high) + 1))
         values = value if isinstance(value, list) else [value]
         if not values:
             return "at least one value"
         parsed = []
         for item in values:
+            if self.kind == "float" and isinstance(item, str) and not _is_range(item) and item not in self.specials:
+                # YAML reads 1e-3 (no dot) as a string: a number all the same.
+                try:
+                    item = float(item)
+                except ValueError:
+                    pass
             checked = self._range(item) if isinstance(item, str) and _is_range(item) else self.check(item)
             if isinstance(checked, str):
                 return checked
@@ -100,10 +113,10 @@ class Parameter:
             return (value,) if value in self.choices else f"one of {', '.join(self.choices)} or a list of them"
         if self.kind == "shape":
             dims = parse_shape(value) if isinstance(value, str) else value
-            if isinstance(dims, (list, tuple)) and dims and all(
+            if isinstance(dims, (list, tuple)) and all(
                     isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims):
                 return (tuple(dims),)
-            return "a shape such as 2x3x4 (positive integers)"
+            return "a shape such as 2x3x4 (positive integers, or none)"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"{'an integer, a list of integers' if self.kind == 'int' else 'a number, a list of numbers'}" + \
                 (" or 'LOW..HIGH'" if self.kind == "int" else "")
@@ -136,7 +149,7 @@ class Parameter:
 
     def format(self, value: Any) -> str:
         if self.kind == "shape":
-            return "x".join(str(d) for d in value)
+            return "x".join(str(d) for d in value) if value else EMPTY_SHAPE
         if self.kind == "float":
             return repr(float(value))
         return str(value)
@@ -152,7 +165,13 @@ def draw(parameter: Parameter, choices: tuple, rng: random.Random, index: int):
     return entry.draw(rng) if isinstance(entry, Range) else entry
 
 
+# How an empty tuple of sizes is written (no training batches, say).
+EMPTY_SHAPE = "none"
+
+
 def parse_shape(text: str) -> tuple[int, ...] | None:
+    if text.strip() == EMPTY_SHAPE:
+        return ()
     try:
         dims = tuple(int(part) for part in text.split("x"))
     except ValueError:

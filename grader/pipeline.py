@@ -70,6 +70,7 @@ def grade(submission_path: Path, assignment: Assignment, seed: int | None = None
           extra_hidden: list[Path] | None = None, custom_params: Params | None = None,
           shrink: bool = True) -> GradeReport:
     started = time.monotonic()
+    return_large_buffers()
     seed = assignment.seed if seed is None else seed
     devices, cuda_available = resolve_devices(device, assignment)
     submission = load_submission(submission_path)
@@ -106,6 +107,29 @@ def grade(submission_path: Path, assignment: Assignment, seed: int | None = None
         items=items, load=worker_run.load, protections=worker_run.protections,
         environment=environment_summary(cuda_available), worker_restarts=worker_run.restarts,
         duration_s=round(time.monotonic() - started, 3))
+
+
+def return_large_buffers() -> None:
+    """Have glibc give every large buffer back to the system when it is freed. By default it
+    raises its mmap threshold after the first large free, and later outputs (tens of MB each)
+    then come from the heap, which it rarely trims: the grader's memory would grow with every
+    large output it judged and dropped. Elsewhere (no glibc) nothing changes."""
+    import ctypes
+    import ctypes.util
+
+    global _buffers_set
+    if _buffers_set or not sys.platform.startswith("linux"):
+        return
+    _buffers_set = True
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
+    except (OSError, AttributeError):
+        pass
+
+
+M_MMAP_THRESHOLD = -3       # glibc's malloc.h
+_buffers_set = False
 
 
 def _diagnosed(assignment: Assignment, report: ItemReport, shrunk: SmallestFailures | None) -> ItemReport:

@@ -22,12 +22,21 @@ from typing import Any
 ITEM = "@item"   # the graded definition itself
 
 
+TENSOR_LAYOUTS = ("contiguous", "strided", "transposed", "channels_last")
+
+
 @dataclass(frozen=True)
 class Tensor:
-    """One of the request's tensors. `noncontiguous` hands the callee a view with the same
-    values whose memory is not contiguous (what a transpose or a slice gives)."""
+    """One of the request's tensors, handed over in a memory layout with the same values:
+    contiguous; strided (every other element of a buffer twice the size: what slicing gives,
+    .view still works); transposed (first and last dims swapped in memory: .view fails);
+    channels_last (4-D only)."""
     name: str
-    noncontiguous: bool = False
+    layout: str = "contiguous"
+
+    def __post_init__(self):
+        if self.layout not in TENSOR_LAYOUTS:
+            raise ValueError(f"tensor layout must be one of {', '.join(TENSOR_LAYOUTS)}")
 
 
 @dataclass(frozen=True)
@@ -100,7 +109,7 @@ def _step_to_wire(step: Step) -> dict:
 def _arg(value: Any) -> list:
     """Tagged so that a literal list or dict is never mistaken for a reference."""
     if isinstance(value, Tensor):
-        return ["tensor", value.name, value.noncontiguous]
+        return ["tensor", value.name, value.layout]
     if isinstance(value, Ref):
         return ["ref", value.name]
     if isinstance(value, (list, tuple)):

@@ -53,15 +53,21 @@ def only_items(assignment: Assignment, names: list[str] | tuple[str, ...]) -> As
             groups.append(group)
         elif wanted & set(group.items):
             groups.append(replace(group, items=tuple(c for c in group.items if c in wanted)))
-    return replace(assignment, items=items, groups=tuple(groups))
+    return replace(assignment, items=items, groups=tuple(groups), configured_items=assignment.all_items)
 
 
 def public_config_text(assignment: Assignment, seed: int) -> str:
     """The instructor's YAML without hidden groups and with `seed`, marked as public."""
     raw = yaml.safe_load(assignment.path.read_text(encoding="utf-8"))
     raw["seed"] = seed
-    raw["groups"] = {name: body for name, body in raw["groups"].items()
-                     if not (isinstance(body, dict) and body.get("hidden") is True)}
+    raw["groups"] = _public_groups(raw.get("groups") or {})
+    for body in (raw.get("items") or {}).values():
+        if isinstance(body, dict) and isinstance(body.get("groups"), dict):
+            body["groups"] = _public_groups(body["groups"])
     header = (f"{PUBLIC_MARKER} for {assignment.id!r}: public cases only, under a public seed.\n"
               "# Hidden groups and the instructor's seed are not part of this copy.\n")
     return header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, width=100)
+
+
+def _public_groups(groups: dict) -> dict:
+    return {name: body for name, body in groups.items() if not (isinstance(body, dict) and body.get("hidden") is True)}

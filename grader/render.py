@@ -29,6 +29,8 @@ def render_text(report: dict, color: bool = False) -> str:
         lines.append(f"{name:<{width}}  {score:>13}  {f'{passed}/{len(cases)}':>7}  {_groups_line(cls, color)}")
         pad = " " * width
         lines.extend(f"{pad}    {line}" for line in _checks_lines(cls, color))
+        if cls.get("message") and not cls["violations"]:
+            lines.append(f"{pad}    note: {cls['message']}")
         for violation in cls["violations"]:
             lines.append(f"{pad}    violation: {violation['message']}")
         for note in cls.get("static_notes", []):

@@ -125,6 +125,7 @@ class Definition:
     names: tuple[str, ...] | None   # its parameters, when it has a signature
     required: int = 0          # positional parameters without a default
     positional: int | None = 0      # positional parameters in all (None: *args)
+    instance: bool = False          # a callable object rather than a def or a class
 
     def accepts(self, count: int) -> bool:
         return self.names is not None and self.required <= count and (
@@ -149,7 +150,7 @@ class Definition:
                 required = signature.get("required") if _small_int(signature.get("required")) else 0
                 positional = signature.get("positional") if _small_int(signature.get("positional")) else None
         return cls(unit=unit if _small_int(unit) else None, kind=raw["kind"], type=_text(raw.get("type"), 120),
-                   names=names, required=required, positional=positional)
+                   names=names, required=required, positional=positional, instance=raw.get("instance") is True)
 
 
 def _small_int(value) -> bool:
@@ -190,12 +191,21 @@ def resolve_item(load: LoadOutcome, item: ItemSpec, signature: Signature) -> Res
         if definition.kind != item.kind:
             return Resolution("wrong_kind", index, f"not a {item.kind} ({definition.type})", definition)
         return Resolution("found", index, definition=definition)
-    fitting = [i for i, d in enumerate(found) if d.kind == item.kind and d.accepts(signature.positional)]
+    # A definition with exactly that many positional parameters first: (x, w=None, b=None, eps=1)
+    # accepts two arguments, yet it is the four-parameter form.
+    exact = [i for i, d in enumerate(found) if d.kind == item.kind and d.names is not None
+             and d.positional == signature.positional]
+    fitting = exact or [i for i, d in enumerate(found) if d.kind == item.kind and d.accepts(signature.positional)]
     if fitting:
         return Resolution("found", fitting[-1], definition=found[fitting[-1]])
     last = found[-1]
     if last.kind != item.kind:
         return Resolution("wrong_kind", len(found) - 1, f"not a {item.kind} ({last.type})", last)
+    if all(d.instance for d in found if d.kind == item.kind):
+        # No def of the name at all: only an object bound to it (the course's step 3 check
+        # ends with `custom_batch_norm1d = CustomBatchNorm1d(...)`).
+        return Resolution("missing", None, f"no {item.kind} {item.python_name} defined: the name holds a "
+                                           f"{last.type} object ({last.describe(item.python_name)})")
     forms = "; ".join(dict.fromkeys(d.describe(item.python_name) for d in found if d.kind == item.kind))
     return Resolution("wrong_form", len(found) - 1,
                       f"{item.python_name} here takes {_count(last)}: {forms}; this item is "

@@ -119,7 +119,8 @@ def item_reports(assignment: Assignment, submission: Submission, worker_run: Wor
         groups = _group_summaries(assignment, spec.name, results) if status == "graded" else ()
         checks = _credit_methods(results_of(worker_run.extras, spec.name), results) if status == "graded" else ()
         score = _item_points(spec.points, groups, checks) if status == "graded" else 0.0
-        violations, notes = _violations(assignment, spec, results, submission, checks) \
+        violations, notes = _violations(assignment, spec, results, submission, checks,
+                                        _graded_unit(assignment, spec, worker_run.load)) \
             if status == "graded" else ((), ())
         penalized = [v for v in violations if v.penalized]
         if penalized and assignment.violation_penalty == "zero":
@@ -160,7 +161,8 @@ def scan_rules(assignment: Assignment, forbidden: tuple[str, ...]) -> ScanRules:
 
 
 def _violations(assignment: Assignment, spec: ItemSpec, results: tuple[CaseResult, ...], submission: Submission,
-                checks: tuple[CheckResult, ...] = ()) -> tuple[tuple[Violation, ...], tuple[Violation, ...]]:
+                checks: tuple[CheckResult, ...] = (), unit: int | None = None
+                ) -> tuple[tuple[Violation, ...], tuple[Violation, ...]]:
     """(violations, notes): every violation costs points (under violation_penalty: zero); a note
     is a forbidden name that the source mentions and no case reached."""
     forbidden = spec.forbidden_operators
@@ -183,7 +185,7 @@ def _violations(assignment: Assignment, spec: ItemSpec, results: tuple[CaseResul
                 kind = "shortcut" if operator in forbidden else "tampering"
                 found[operator] = Violation(operator, "dispatch", kind, location, case_id)
     violations, notes = list(found.values()), []
-    for finding in scan_class(submission, spec.python_name, scan_rules(assignment, forbidden)):
+    for finding in scan_class(submission, spec.python_name, scan_rules(assignment, forbidden), unit):
         violation = Violation(finding.name, "static", finding.kind, finding.location, None)
         if finding.penalized:
             violations.append(violation)
@@ -192,12 +194,40 @@ def _violations(assignment: Assignment, spec: ItemSpec, results: tuple[CaseResul
     return tuple(violations), tuple(notes)
 
 
+def _graded_unit(assignment: Assignment, spec: ItemSpec, load: LoadOutcome) -> int | None:
+    """The kept statement that bound what the item is graded on, when the name has several
+    bindings (steps 1 and 2 of a lesson under one name, a course check's rebinding)."""
+    found = resolve_item(load, spec, assignment.task_of(spec).signature)
+    return found.definition.unit if found.definition is not None else None
+
+
+def _shadowed_note(spec: ItemSpec, load: LoadOutcome, submission: Submission, index: int | None) -> str:
+    """When the graded definition is not the name's last binding (a notes file's step 1 before
+    its step 2, a course check's rebinding), which one was graded and what came after."""
+    bindings = load.found(spec.python_name)
+    if index is None or index >= len(bindings) - 1:
+        return ""
+    units = {u.index: u for u in submission.units}
+
+    def where(definition) -> str:
+        unit = units.get(definition.unit)
+        if unit is None:
+            return "the scaffold"
+        return f"cell {unit.cell}, line {unit.line}" if unit.cell is not None else f"line {unit.line}"
+
+    graded = bindings[index]
+    later = "; ".join(dict.fromkeys(
+        f"{b.describe(spec.python_name)}{' (an object)' if b.instance else ''} at {where(b)}"
+        for b in bindings[index + 1:]))
+    return f"graded {graded.describe(spec.python_name)} at {where(graded)}; the name is bound again later: {later}"
+
+
 def _item_status(assignment: Assignment, spec: ItemSpec, load: LoadOutcome, submission: Submission) -> tuple[str, str]:
     if load.fatal is not None:
         return "load_error", load.fatal
     found = resolve_item(load, spec, assignment.task_of(spec).signature)
     if found.state == "found":
-        return "graded", ""
+        return "graded", _shadowed_note(spec, load, submission, found.index)
     name = spec.python_name
     if found.state == "wrong_form":
         return "wrong_form", found.message
@@ -206,6 +236,8 @@ def _item_status(assignment: Assignment, spec: ItemSpec, load: LoadOutcome, subm
         if failure.index in defining:
             where = f"{failure.filename}, line {failure.line}"
             return "load_error", f"its definition failed ({where}): {failure.error.message}"
+    if found.state == "missing" and found.message:
+        return "missing", found.message
     if found.state == "missing":
         skipped_hint = ""
         if any(name in note.message for note in submission.notes):

@@ -112,12 +112,15 @@ class StaticFinding:
         return self.kind == "tampering"
 
 
-def scan_class(submission: Submission, class_name: str, rules: ScanRules = ScanRules()) -> tuple[StaticFinding, ...]:
-    """Findings in the code the class reaches and in the code that runs at load time."""
+def scan_class(submission: Submission, class_name: str, rules: ScanRules = ScanRules(),
+               unit: int | None = None) -> tuple[StaticFinding, ...]:
+    """Findings in the code the class reaches and in the code that runs at load time. `unit`:
+    the statement whose binding of the name is graded, when the name is bound more than once
+    (the other bindings are not what runs)."""
     try:
         index = _index(submission)
         scanner = _Scanner(index, rules)
-        scanner.reach(class_name)
+        scanner.reach(class_name, unit)
         scanner.load()
         return scanner.result()
     except (RecursionError, MemoryError) as exc:
@@ -265,9 +268,18 @@ class _Scanner:
             self._add("source the scan cannot analyse", "tampering", piece, piece.node)
         return tuple(self.findings)
 
-    def reach(self, class_name: str) -> None:
-        """Scan the class and every binding its code reads, transitively."""
-        self.follow({class_name}, "class")
+    def reach(self, class_name: str, unit: int | None = None) -> None:
+        """Scan the class (its binding by `unit`, where given) and every binding its code reads,
+        transitively."""
+        bindings = self.index.bindings.get(class_name, ())
+        chosen = [b for b in bindings if unit is not None and b.piece.unit.index == unit and b.module_path is None]
+        if not chosen:
+            self.follow({class_name}, "class")
+            return
+        names = set()
+        for binding in chosen:
+            names |= self.scan(binding.piece, "class")
+        self.follow(names - {class_name}, "class")
 
     def load(self) -> None:
         """Scan what runs while loading: each top-level statement's executed parts, and what

@@ -61,7 +61,8 @@ def parse_params(text: str, assignment: Assignment, item_names: tuple[str, ...] 
 
 def params_of_items(assignment: Assignment, item_names: tuple[str, ...] | None = None) -> tuple[str, ...]:
     """The parameters the items' tasks use (all items when none are named), in the subject's order."""
-    items = [assignment.item(n) for n in item_names] if item_names else list(assignment.items)
+    configured = {spec.name: spec for spec in assignment.all_items}
+    items = [configured[n] for n in item_names] if item_names else list(assignment.items)
     wanted = set()
     for item in items:
         task = assignment.task_of(item)
@@ -110,7 +111,9 @@ def smallest_failure_check(assignment: Assignment, seed: int, submission_path: s
 
     found: dict[str, dict] = {}
     subject = assignment.subject
-    needs_item = len({params_of_items(assignment, (i.name,)) for i in assignment.items}) > 1
+    # A replay's --params must be one item's: name the item unless every configured item takes
+    # the same ones (then the replay runs them all, as the full grading did).
+    needs_item = len({params_of_items(assignment, (i.name,)) for i in assignment.all_items}) > 1
     if judged is None:
         def judged(run: CaseRun) -> Comparison:
             return judge_run(assignment, assignment.item(run.item), run)

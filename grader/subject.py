@@ -86,7 +86,10 @@ class Task:
     kind: str = "class"                  # class or function
     python_name: str | None = None       # the name to look up when an item does not give one
     signature: Signature = Signature()   # what the plan passes to construct or call the item
-    parameters: tuple[str, ...] | None = None   # the subject's parameters it uses (None: all)
+    parameters: tuple[str, ...] | None = None   # the subject's parameters a case of it has (None: all)
+    # The parameters it draws from a group's config, when they differ from `parameters` (a
+    # count and a size that the subject's draw turns into a derived shape).
+    draws: tuple[str, ...] | None = None
     check_names: tuple[str, ...] = ()    # extra checks an item of this task may configure
     option_defaults: Mapping[str, Any] = {}     # per-item options an instructor may set
     option_choices: Mapping[str, tuple] = {}    # the values an option may take, where listed
@@ -138,8 +141,10 @@ class Subject:
     # Library callables the worker resolves before any submission code runs (plan.Trusted).
     trusted_callables: tuple[str, ...] = ()
 
-    def draw(self, values: dict[str, Any], require: tuple[str, ...]) -> dict[str, Any]:
-        """A draw adjusted before it is checked (e.g. a `square` rule sets width = height)."""
+    def draw(self, values: dict[str, Any], require: tuple[str, ...], rng) -> dict[str, Any]:
+        """A draw adjusted before it is checked (e.g. a `square` rule sets width = height),
+        special words resolved and derived parameters set; `rng` (random.Random, the case's own)
+        for what it draws."""
         return values
 
     def accept(self, params: Params, settings: Mapping[str, Any]) -> bool:

@@ -10,6 +10,7 @@ code produced, as plain tensor data, and the grader decides.
 from __future__ import annotations
 
 import builtins
+import functools
 import gc
 import inspect
 import json
@@ -441,14 +442,8 @@ class PlanRun:
         if tag == "list":
             values = [self._arg(v) for v in tagged[1]]
             return tuple(values) if tagged[2] else values
-        name, noncontiguous = tagged[1], tagged[2]
-        tensor = self.tensors[name]
-        if noncontiguous:
-            import torch
-            # Same values, memory not contiguous: every other element of a buffer twice the size.
-            spread = torch.empty((*tensor.shape, 2), dtype=tensor.dtype, device=tensor.device)
-            tensor = spread[..., 0]
-            tensor.copy_(self.tensors[name])
+        name, layout = tagged[1], tagged[2]
+        tensor = _in_layout(self.tensors[name], layout)
         self.handed.append((name, tensor))
         return tensor
 
@@ -467,6 +462,22 @@ class PlanRun:
         gc.collect()
 
 
+def _in_layout(tensor, layout):
+    """The same values in another memory layout (grader/plan.py's Tensor), a new tensor each
+    time so that every call is handed its own."""
+    import torch
+
+    if layout == "strided":
+        spread = torch.empty((*tensor.shape, 2), dtype=tensor.dtype, device=tensor.device)
+        spread[..., 0] = tensor
+        return spread[..., 0]
+    if layout == "transposed" and tensor.dim() >= 2:
+        return tensor.transpose(0, -1).contiguous().transpose(0, -1)
+    if layout == "channels_last" and tensor.dim() == 4:
+        return tensor.contiguous(memory_format=torch.channels_last)
+    return tensor
+
+
 def _refused_keywords(item, plan: list) -> str | None:
     """Keywords beyond the course's signature that the item's constructor cannot take."""
     for step in plan:
@@ -479,7 +490,10 @@ def _refused_keywords(item, plan: list) -> str | None:
 
 def _definition_summary(value, unit) -> dict:
     kind = "class" if isinstance(value, type) else ("function" if callable(value) else "other")
-    summary = {"unit": unit, "kind": kind, "type": _type_name(value), "signature": None}
+    summary = {"unit": unit, "kind": kind, "type": _type_name(value), "signature": None,
+               # A callable object, not a def (a course check's `name = Layer(...)`).
+               "instance": kind == "function" and not inspect.isroutine(value)
+               and not isinstance(value, functools.partial)}
     if kind == "other":
         return summary
     try:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole GPU check in one call (issue 7): CUDA tests, every fixture on CPU and CUDA, and the
+# The whole GPU check in one call (issue 7): CUDA tests, every assignment's fixtures on CPU and CUDA, and the
 # batch benchmark on CUDA. Needs torch with CUDA, pytest and pyyaml; nbformat and IPython are
 # optional (the loader reads notebooks without them). Run from anywhere:
 #     bash scripts/gpu_check.sh
@@ -13,7 +13,8 @@ print(f"python {platform.python_version()}, torch {torch.__version__}, cuda {tor
 PY
 echo "== CUDA tests"
 start=$(date +%s)
-python -m pytest -q -m cuda -p no:cacheprovider -s tests/test_gpu.py tests/test_reference.py 2>&1 | grep -v "^$" | tail -30
+python -m pytest -q -m cuda -p no:cacheprovider -s tests/test_gpu.py tests/test_reference.py \
+    tests/test_reference_normalization.py 2>&1 | grep -v "^$" | tail -30
 echo "   ($(( $(date +%s) - start )) s)"
 echo "== fixtures on CPU and CUDA"
 start=$(date +%s)

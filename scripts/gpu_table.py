@@ -1,4 +1,5 @@
-"""Grade every fixture on CPU and CUDA and print one table (issue 7's hardware check).
+"""Grade every assignment's fixtures (and the GPU-only ones) on CPU and CUDA and print one table
+(issue 7's hardware check, for every assignment since issue 12).
 
     python scripts/gpu_table.py
 """
@@ -24,10 +25,10 @@ def verdict(cases: list[dict], device: str) -> str:
 
 
 def main() -> None:
-    paths = sorted((FIXTURES / "submissions").glob("*.ipynb")) + sorted((FIXTURES / "submissions").glob("*.py")) \
-        + sorted((FIXTURES / "gpu").glob("*.py"))
+    paths = [p for folder in sorted((ROOT / "assignments").glob("*/fixtures")) for p in sorted(folder.iterdir())
+             if p.suffix in (".ipynb", ".py")] + sorted((FIXTURES / "gpu").glob("*.py"))
     out = Path(tempfile.mkdtemp())
-    print(f"{'fixture':<28} {'class':<15} {'cpu':>6} {'cuda':>6} {'score':>8}  {'s':>5}  first cuda failure")
+    print(f"{'fixture':<28} {'item':<20} {'cpu':>6} {'cuda':>6} {'score':>8}  {'s':>5}  first cuda failure")
     for path in paths:
         started = time.monotonic()
         result = subprocess.run([sys.executable, "-m", "grader", str(path), "--device", "auto", "-o",
@@ -42,7 +43,9 @@ def main() -> None:
                             and c["status"] not in ("passed", "skipped", "unsupported")), "")
             causes = ",".join(c["cause"] for c in cls.get("likely_causes", []))
             status = cls["status"] if cls["status"] != "graded" else ""
-            print(f"{path.name:<28} {name:<15} {verdict(cls['cases'], 'cpu'):>6} {verdict(cls['cases'], 'cuda'):>6} "
+            if cls["status"] == "missing":
+                continue
+            print(f"{path.name:<28} {name:<20} {verdict(cls['cases'], 'cpu'):>6} {verdict(cls['cases'], 'cuda'):>6} "
                   f"{cls['score']:>8.2f}  {seconds:>5.1f}  {status}{failure[:70]}{' [' + causes + ']' if causes else ''}")
 
 

@@ -48,8 +48,8 @@ ok "fresh venv ($("$VENV/bin/python" -c 'import sys; print(sys.version.split()[0
 
 # Everything below runs from a folder outside the repository, on copies of the submissions.
 cp "$ROOT/assignments/conv2d/example/submission.ipynb" "$WORK/example.ipynb"
-cp "$ROOT/tests/fixtures/submissions/template_bug.ipynb" "$WORK/template_bug.ipynb"
-cp "$ROOT/tests/fixtures/submissions/correct_module.py" "$WORK/mine.py"
+cp "$ROOT/assignments/conv2d/fixtures/template_bug.ipynb" "$WORK/template_bug.ipynb"
+cp "$ROOT/assignments/conv2d/fixtures/correct_module.py" "$WORK/mine.py"
 chmod 644 "$WORK"/*.ipynb "$WORK/mine.py"
 cd "$WORK"
 export PYTHONWARNINGS=ignore  # torch warns that numpy is missing; the grader does not need it

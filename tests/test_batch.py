@@ -338,3 +338,24 @@ def test_a_roster_gives_lms_files_and_lists_what_it_could_not_match(inputs, tmp_
     assert (pages / "template_bug.html").exists()
     assert {p.name: p.stat().st_mtime_ns for p in pages.glob("*.html") if p.name != "template_bug.html"} == \
         {k: v for k, v in stamps.items() if k != "template_bug.html"}   # existing pages are kept
+
+
+def test_a_folder_of_two_assignments_grades_each_with_its_own_and_writes_a_gradebook_each(tmp_path):
+    """Issue 12: a batch that mixes assignments picks each file's from its names."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(SUBMISSIONS / "correct_module.py", folder / "alice.py")
+    shutil.copy(ROOT / "assignments" / "normalization" / "fixtures" / "correct_four_param_only.py", folder / "bob.py")
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "grader", "batch", str(folder), "-o", str(out), "--device", "cpu",
+                             "--jobs", "2"], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    reports = reports_in(out)
+    assert reports["alice"]["assignment"]["id"] == "conv2d" and reports["alice"]["score"] == 100
+    assert reports["bob"]["assignment"]["id"] == "normalization" and reports["bob"]["score"] == 10
+    for assignment_id, student, total in (("conv2d", "alice", 100), ("normalization", "bob", 10)):
+        with open(out / f"gradebook-{assignment_id}.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        assert [(r["submission_id"], float(r["total"])) for r in rows] == [(student, total)], assignment_id
+        assert (out / f"class_report-{assignment_id}.html").is_file()
+    assert not (out / "gradebook.csv").exists()

@@ -129,9 +129,9 @@ def normalized_lines(text: str) -> list[str]:
     return [squeezed for squeezed in (re.sub(r"\s+", "", line) for line in lines) if squeezed]
 
 
-def reference_bodies() -> dict[str, list[str]]:
-    """Every function and method of reference/conv2d.py: its normalized body, docstring left out."""
-    source = (ROOT / "reference" / "conv2d.py").read_text()
+def reference_bodies(name: str = "conv2d") -> dict[str, list[str]]:
+    """Every function and method of reference/<name>.py: its normalized body, docstring left out."""
+    source = (ROOT / "reference" / f"{name}.py").read_text()
     lines = source.splitlines()
     bodies = {}
     for node in ast.walk(ast.parse(source)):
@@ -174,6 +174,41 @@ def test_no_file_in_the_wheel_holds_the_references_method_bodies(wheel_files):
     assert len(leaks((ROOT / "reference" / "conv2d.py").read_text(), bodies)) >= len(bodies)
     for name, data in wheel_files.items():
         assert leaks(file_text(name, data), bodies) == [], name
+
+
+@pytest.fixture(scope="module")
+def course_wheel_files(tmp_path_factory):
+    """`grade bundle --student` with no --assignment: every bundled assignment in one wheel."""
+    out = tmp_path_factory.mktemp("course-dist")
+    assert cli.main(["bundle", "--student", "-o", str(out)]) == 0
+    (path,) = out.glob("*.whl")
+    assert path.name == "grader_student-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def test_the_course_wheel_has_every_assignment_public_and_no_reference(course_wheel_files):
+    names = set(course_wheel_files)
+    for required in ("assignments/conv2d/assignment.yaml", "assignments/normalization/assignment.yaml",
+                     "assignments/normalization/subject.py", "assignments/normalization/causes.py",
+                     "assignments/normalization/tolerance.py", "assignments/normalization/handout.ipynb"):
+        assert required in names, required
+    assert not any("/fixtures/" in name or "/example/" in name or "/study/" in name or name.startswith("reference/")
+                   for name in names), sorted(names)
+    # Hidden groups are an item's own in the normalization lesson: none travels.
+    raw = yaml.safe_load(course_wheel_files["assignments/normalization/assignment.yaml"])
+    groups = [(item, name, body) for item, spec in raw["items"].items() for name, body in spec["groups"].items()]
+    assert groups and not [g for g in groups if g[2].get("hidden")]
+    assert "random" not in {name for _, name, _ in groups}
+    assert raw["seed"] != load_assignment("normalization").seed
+    # No reference's code in any file: every function body of every reference module.
+    for path in sorted((ROOT / "reference").glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        bodies = reference_bodies(path.stem)
+        assert len(leaks(path.read_text(), bodies)) >= len(bodies), path.name   # the check can fire
+        for name, data in course_wheel_files.items():
+            assert leaks(file_text(name, data), bodies) == [], (path.name, name, leaks(file_text(name, data), bodies))
 
 
 def _optional_imports(tree) -> set[int]:

@@ -183,3 +183,52 @@ def test_student_audience_shows_hidden_cases_as_counts_only(tmp_path):
         assert hidden["hidden"] and sum(hidden[s] for s in ("passed", "failed", "error")) == 6
         assert not any(c["group"] == "random" for c in cls["cases"])
     assert "random-0" not in result.stdout
+
+
+# --- which assignment, which items ------------------------------------------------------------
+
+NORMALIZATION_FIXTURES = ROOT / "assignments" / "normalization" / "fixtures"
+
+
+def test_the_submission_names_pick_its_assignment_and_the_table_says_which(tmp_path):
+    out = tmp_path / "norm.json"
+    result = grade(NORMALIZATION_FIXTURES / "correct_notes.py", "--device", "cpu", "-o", out,
+                   "--item", "batch_norm2d")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("normalization · ")
+    report = json.loads(out.read_text())
+    jsonschema.validate(report, SCHEMA)
+    assert report["assignment"]["id"] == "normalization" and list(report["items"]) == ["batch_norm2d"]
+    assert report["items"]["batch_norm2d"]["score"] == 10
+
+
+def test_a_file_that_defines_no_graded_name_is_a_usage_error_listing_the_assignments(tmp_path):
+    stray = tmp_path / "notes.py"
+    stray.write_text("import torch\nx = torch.ones(3)\n")
+    result = grade(stray, "--device", "cpu")
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "defines none of the names an assignment grades" in line and "pass --assignment" in line
+    assert "conv2d (Conv2dLoop, Conv2dMatrix, Conv2dMatrixV2)" in line and "normalization (custom_batch_norm1d" in line
+
+
+def test_a_tie_between_assignments_is_a_usage_error_naming_both(assignment_copy):
+    from grader.choose import choose_for
+    from grader.config import load_assignment
+    from grader.errors import UsageError
+    from grader.submission import load_submission
+
+    config = assignment_copy / "assignment.yaml"
+    config.write_text(config.read_text().replace("id: conv2d", "id: conv2d-again"))
+    candidates = [load_assignment("conv2d"), load_assignment(str(config))]
+    with pytest.raises(UsageError, match=r"could be for conv2d, conv2d-again .* pass --assignment"):
+        choose_for(load_submission(SUBMISSIONS / "correct_module.py"), candidates)
+    # Most names wins over a partial match: three of conv2d's names against none of the lesson's.
+    bundled = [load_assignment("conv2d"), load_assignment("normalization")]
+    assert choose_for(load_submission(SUBMISSIONS / "correct_module.py"), bundled).assignment.id == "conv2d"
+
+
+def test_an_unknown_item_is_a_usage_error_listing_the_items():
+    result = grade(NORMALIZATION_FIXTURES / "correct_notes.py", "--item", "batch_norm3d")
+    assert result.returncode == 2
+    assert "no item 'batch_norm3d' in normalization (items: batch_norm1d, batch_norm1d_affine," in result.stderr

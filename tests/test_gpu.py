@@ -88,3 +88,26 @@ def test_cuda_out_of_memory_is_reported_as_such(tmp_path):
     assert cpu["status"] == "passed"
     assert cuda["status"] == "error" and "out of GPU memory" in cuda["message"]
     assert [c["cause"] for c in report["items"]["Conv2dMatrix"]["likely_causes"]] == ["out_of_gpu_memory"]
+
+
+NORMALIZATION = ROOT / "assignments" / "normalization"
+
+
+def test_every_normalization_step_passes_on_cuda_in_the_worked_example(tmp_path):
+    report = grade(NORMALIZATION / "example" / "submission.ipynb", "--device", "auto", tmp_path=tmp_path)
+    assert report["score"] == report["max_score"] == 100
+    for name in report["items"]:
+        statuses = {c["status"] for c in cases(report, name)}
+        assert statuses == {"passed"}, (name, statuses)
+    # The layouts really reach CUDA: transposed, strided and channels_last inputs among the cases.
+    layouts = {c["params"]["layout"] for name in report["items"] for c in cases(report, name)}
+    assert {"transposed", "strided", "channels_last"} <= layouts
+
+
+def test_float32_cpu_buffers_fail_on_cuda_with_their_cause(tmp_path):
+    report = grade(NORMALIZATION / "fixtures" / "float32_buffers.py", "--device", "auto", tmp_path=tmp_path)
+    for name in ("batch_norm1d_module", "batch_norm2d"):
+        item = report["items"][name]
+        assert all(c["status"] != "passed" for c in cases(report, name)), name
+        causes = [c["cause"] for c in item["likely_causes"]]
+        assert "cpu_tensor_for_cuda_input" in causes or "fails_only_on_cuda" in causes, (name, causes)

@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from grader.cause_rules import FAILING, cause as _cause, cuda_only, example as _example, not_a_tensor, wrong_dtype
 from grader.subject import Feature, LikelyCause
 
 from .geometry import expected_output, output_height, output_shape, output_width
@@ -45,9 +46,6 @@ FEATURES = (
     Feature("float64", lambda p: p.dtype == "float64", "float64 input", "float32 input"),
 )
 
-FAILING = ("failed", "error", "timeout")
-
-
 def likely_causes(results: tuple) -> tuple[LikelyCause, ...]:
     ran = [r for r in results if r.status not in ("skipped", "unsupported")]
     failing = [r for r in ran if r.status in FAILING]
@@ -61,16 +59,6 @@ def likely_causes(results: tuple) -> tuple[LikelyCause, ...]:
             found.append(cause)
             explained.update(cause.cases)
     return tuple(found)
-
-
-def _cause(name: str, evidence: str, cases: list) -> LikelyCause:
-    return LikelyCause(name, evidence, cases=tuple(r.case.key for r in cases))
-
-
-def _example(cases: list):
-    """The case an evidence names: a public one where there is one (a student's report drops
-    evidence that names a hidden case)."""
-    return min(cases, key=lambda r: (r.case.hidden, r.case.id, r.case.device))
 
 
 def _shape_without(failing, cause: str, uses, changes, what: str) -> LikelyCause | None:
@@ -105,37 +93,6 @@ def _padding(ran, failing):
 def _stride(ran, failing):
     return _shape_without(failing, "stride_ignored", lambda p: p.stride > 1, lambda p: {"stride": 1},
                           "with stride 1")
-
-
-def _cuda_only(ran, failing):
-    cpu_passed = {r.case.id for r in ran if r.case.device == "cpu" and r.status == "passed"}
-    only_cuda = [r for r in failing if r.case.device == "cuda" and r.case.id in cpu_passed]
-    if not only_cuda:
-        return None
-    example = _example(only_cuda)
-    text = example.message
-    where = f"{len(only_cuda)} cases pass on the CPU and fail on CUDA ({example.case.id}: {text[:160]})"
-    if any(marker in text for marker in DEVICE_MISMATCH):
-        return _cause("cpu_tensor_for_cuda_input", f"{where}; create tensors with device=input.device", only_cuda)
-    if "out of GPU memory" in text or "CUDA out of memory" in text:
-        return _cause("out_of_gpu_memory", f"{where}; the layer allocates more than the GPU has", only_cuda)
-    return _cause("fails_only_on_cuda", where, only_cuda)
-
-
-def _not_a_tensor(ran, failing):
-    wrong = [r for r in failing if r.run.returned_kind in ("ndarray", "sequence", "other")]
-    if wrong:
-        return _cause("not_a_tensor", f"returns {_example(wrong).run.returned_type} in {len(wrong)} cases; "
-                                      "return a torch.Tensor", wrong)
-    return None
-
-
-def _dtype(ran, failing):
-    wrong = [r for r in failing if " for float" in r.message and r.message.startswith("returned float")]
-    if wrong:
-        r = _example(wrong)
-        return _cause("wrong_dtype", f"{r.case.id}: {r.message}; create tensors with dtype=input.dtype", wrong)
-    return None
 
 
 def _mutation(ran, failing):
@@ -186,9 +143,5 @@ def _shape_as_if(result, **changes) -> bool:
     return output_height(other) >= 1 and output_width(other) >= 1 and tuple(actual) == output_shape(other)
 
 
-# What a device mismatch says, on the CPU or in a CUDA kernel.
-DEVICE_MISMATCH = ("on cpu for a cuda input", "Expected all tensors to be on the same device",
-                   "device type cuda", "found at least two devices")
-
-SPECIFIC_RULES: tuple[Callable, ...] = (_not_a_tensor, _dtype, _mutation, _cuda_only, _padding, _dilation,
+SPECIFIC_RULES: tuple[Callable, ...] = (not_a_tensor, wrong_dtype, _mutation, cuda_only, _padding, _dilation,
                                         _stride, _numbers)

@@ -89,7 +89,7 @@ class Conv2dSubject(Subject):
     )
     trusted_callables = (methods.BASELINE,)
 
-    def draw(self, values: dict[str, Any], require: tuple[str, ...]) -> dict[str, Any]:
+    def draw(self, values: dict[str, Any], require: tuple[str, ...], rng) -> dict[str, Any]:
         if "square" in require:
             values["width"] = values["height"]
         return values

@@ -17,22 +17,24 @@ answer is expected of it, and off (c = 0) in a group that tests numerical stabil
 where a stable algorithm passes and the one-pass formula fails. TOLERANCE.md derives the formula
 and measures K with scripts/norm_tolerance_study.py.
 
-Everything here runs in the grader's process on float64 copies of the case's inputs.
+Everything here runs in the grader's process on float64 copies of the case's inputs. It needs
+no reference solution (a student's copy of the grader has none): the statistics it scales by
+are the inputs', computed here.
 """
 import math
 
 import torch
 
-from reference.normalization import layout, moments
+from .inputs import reduction, statistics
 
 K = 4.0
 
 
-def _finish(core, dtype, weight, bias):
+def _finish(core, dtype, weight, bias, multiplier=K):
     u = torch.finfo(dtype).eps
     w = 1.0 if weight is None else weight.to(torch.float64).abs()
     b = 0.0 if bias is None else bias.to(torch.float64).abs()
-    return K * u * (core * w + b)
+    return multiplier * u * (core * w + b)
 
 
 def _core(count, mean, scale, normalized, cancellation):
@@ -43,21 +45,20 @@ def _core(count, mean, scale, normalized, cancellation):
     return math.sqrt(count) * core
 
 
-def function_bound(step, x, eps, *, dtype, groups=None, weight=None, bias=None, cancellation=True):
+def function_bound(step, x, eps, *, dtype, groups=None, weight=None, bias=None, cancellation=True, multiplier=K):
     """The element-wise bound for a functional step's output on input `x` (any dtype; its values
     are what the student was given), as a float64 tensor of x's shape. `dtype` is the case's
     dtype (float32 or float64), whose eps sets the scale; `cancellation` adds the one-pass
     variance's allowance (see above)."""
     x = x.to(torch.float64)
-    view, dims = layout(step, x.shape, groups)
-    mean, var, count = moments(x, view, dims)
+    view, dims = reduction(step, tuple(x.shape), groups)
+    mean, var, count = statistics(x, view, dims)
     scale = torch.sqrt(var + eps)
-    v = x if view is None else x.reshape(view)
-    core = _core(count, mean, scale, (v - mean) / scale, cancellation)
-    return _finish(core.reshape(x.shape), dtype, weight, bias)
+    core = _core(count, mean, scale, (x.reshape(view) - mean) / scale, cancellation)
+    return _finish(core.reshape(x.shape), dtype, weight, bias, multiplier)
 
 
-def module_bounds(weight, bias, eps, momentum, train, evals, *, dtype, cancellation=True):
+def module_bounds(weight, bias, eps, momentum, train, evals, *, dtype, cancellation=True, multiplier=K):
     """The bounds for step 3's call plan: one tensor per call, training calls then eval calls.
 
     A training call is step 2 on its batch. An eval call normalizes with running statistics that
@@ -74,10 +75,11 @@ def module_bounds(weight, bias, eps, momentum, train, evals, *, dtype, cancellat
     largest = running_var.clone()
     for x in train:
         x = x.to(torch.float64)
-        mean, var, count = moments(x, None, (0,))
+        mean, var, count = statistics(x, tuple(x.shape), (0,))
         mean, var = mean[0], var[0]
         scale = torch.sqrt(var + eps)
-        bounds.append(_finish(_core(count, mean, scale, (x - mean) / scale, cancellation), dtype, w64, b64))
+        bounds.append(_finish(_core(count, mean, scale, (x - mean) / scale, cancellation), dtype, w64, b64,
+                              multiplier))
         unbiased = var * count / (count - 1)
         reach = torch.maximum(reach, mean.abs() + var.sqrt())
         cancels = torch.maximum(cancels, mean * mean / (var + eps))
@@ -94,5 +96,5 @@ def module_bounds(weight, bias, eps, momentum, train, evals, *, dtype, cancellat
             # a one-pass batch variance's error, relative to that batch's variance, carried over
             core = core + cancels * amplified * normalized.abs()
         core = math.sqrt(max(longest + len(train), 1)) * core
-        bounds.append(_finish(core, dtype, w64, b64))
+        bounds.append(_finish(core, dtype, w64, b64, multiplier))
     return bounds
