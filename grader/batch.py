@@ -23,6 +23,7 @@ from pathlib import Path
 from .cli import _Parser
 from .errors import EXIT_INTERNAL, EXIT_OK, UsageError
 from .exports import write_gradebook_csv
+from .safe_text import one_line
 
 SUFFIXES = (".ipynb", ".py")
 GRADER_FAILURE = "the grader could not grade this submission"
@@ -388,7 +389,7 @@ def merge_main(argv: list[str]) -> int:
     write_books(out, groups, merged.expected, 0.0, args, sys.stderr, merged.summary_fields())
     print(f"merged {len(merged.reports)} reports from {len(args.folders)} folders into {out}", file=sys.stderr)
     for line in merged.problems():
-        print(line, file=sys.stderr)
+        print(one_line(line), file=sys.stderr)   # names files found in the folders and their reports' text
     return EXIT_INCOMPLETE if merged.missing else EXIT_OK
 
 

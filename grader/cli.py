@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .errors import EXIT_BELOW_THRESHOLD, EXIT_INTERNAL, EXIT_OK, GraderError, UsageError
+from .safe_text import one_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(sys.argv[1:] if argv is None else argv)
     except GraderError as exc:
-        print(exc.format_message(), file=sys.stderr)
+        print(one_line(exc.format_message()), file=sys.stderr)   # messages quote paths students chose
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug of ours: one line, and the traceback on request
         if os.environ.get("GRADER_DEBUG"):
             raise
-        print(f"internal error: {type(exc).__name__}: {exc} (set GRADER_DEBUG=1 for the traceback)",
+        print(one_line(f"internal error: {type(exc).__name__}: {exc} (set GRADER_DEBUG=1 for the traceback)"),
               file=sys.stderr)
         return EXIT_INTERNAL
 

@@ -22,6 +22,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
+from .safe_text import terminal_safe
+
 COUNTED = ("passed", "failed", "error", "timeout", "unsupported")   # every status but skipped
 HIDDEN_VISIBILITY = "after_published"   # Gradescope shows these tests once grades are published
 HIDDEN_MESSAGE = "hidden case"
@@ -52,6 +54,7 @@ def gradescope_results(report: dict, decimals: int = 2) -> dict:
     that is missing, failed to load or ran no counted case is one test scoring 0 with the
     class's message. Violations are listed in the output of each of their class's tests.
     """
+    report = terminal_safe(report)   # Gradescope shows the outputs in a page: one line per field
     unit = 10 ** decimals
     classes = list(report["items"].items())
     class_max = _apportion([c["max_score"] * unit for _, c in classes], round(report["max_score"] * unit))
@@ -231,6 +234,7 @@ def junit_xml(report: dict) -> str:
     A class that is missing or failed to load is an empty suite whose properties and
     ``<system-err>`` carry its status and message.
     """
+    report = terminal_safe(report, keep_lines=frozenset({"traceback"}))   # a CI page shows the messages
     assignment = report["assignment"]["id"]
     root = ET.Element("testsuites", name=assignment)
     totals = Counter()

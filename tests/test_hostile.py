@@ -1068,3 +1068,55 @@ def test_cheap_definitions_still_load_once_the_load_budget_is_spent(grade):
     source = (HOSTILE / "load_budget_cheap.py").read_text().splitlines()
     device = next(i for i, line in enumerate(source, 1) if line.startswith("device = "))
     assert all(e["line"] != device for e in errors)
+
+
+# --- issue 11: untrusted text and files reach the instructor -----------------------------------
+
+def _unsafe(text: str, keep: str = "") -> list[str]:
+    """The characters of `text` (but those in `keep`) that a terminal acts on or a page shows
+    other than as they are: controls (C0, DEL, C1), format characters (bidi overrides and
+    isolates, zero-width characters), line and paragraph separators, lone surrogates."""
+    import unicodedata
+
+    return sorted({f"U+{ord(ch):04X}" for ch in text
+                   if ch not in keep and unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp")})
+
+
+def test_text_from_a_submission_reaches_no_terminal_page_or_export_raw(tmp_path):
+    """Clear screen, window title, OSC 52, a forged total line, concealed text, bidi overrides:
+    in exception messages, a returned type's name, the source and the file's own name. All of it
+    is data in the JSON, and shown escaped (visible, never acted on) everywhere else."""
+    out, results, junit, page = (tmp_path / name for name in ("r.json", "results.json", "junit.xml", "f.html"))
+    named = tmp_path / "\x1b]0;pwned\x07\u202eyp.terminal_escapes.py"      # a file name is the student's text too
+    shutil.copy(HOSTILE / "terminal_escapes.py", named)
+    result, _, _ = _run_grader([sys.executable, "-m", "grader", str(named),
+                                "--assignment", str(ASSIGNMENT), "--device", "cpu", "--case", "course-001",
+                                "-o", str(out), "--gradescope", str(results), "--junit", str(junit),
+                                "--feedback", str(page)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    payload = report["load"]["errors"][0]["message"]
+    assert "\x1b]52;c;" in payload and "\ntotal 100/100\n" in payload   # the JSON keeps the data as it was
+    # The terminal: nothing it would act on, and every line is the grader's own.
+    assert _unsafe(result.stdout, keep="\n") == [] and _unsafe(result.stderr, keep="\n") == []
+    assert [line for line in result.stdout.splitlines() if line.lstrip().startswith("total")] == ["total 0/100"]
+    assert "\\r\\n\\ntotal 100/100\\n" in result.stdout and "\\x1b]52;c;" in result.stdout
+    assert "\\u202e001/001 latot" in result.stdout and "returned submission.\\x1b[2J" in result.stdout
+    assert "\\x1b]0;pwned\\x07\\u202eyp.terminal_escapes.py" in result.stdout.splitlines()[0]
+    # Pages: the student's feedback, the notebook table, the class report with two copies side by side.
+    from grader.class_report import render
+    from grader.class_summary import summarize
+    from grader.render_html import render_html
+
+    pages = {"feedback": page.read_text(), "table": render_html(report),
+             "class report": render(summarize([report, report], ["one", "two"]))}
+    for name, html in pages.items():
+        assert _unsafe(html, keep="\n\t") == [], name
+        assert "\\u202e" in html, name                 # shown, not acted on
+    assert "is_admin" in pages["class report"] and "is_admin" in pages["feedback"]   # the source is shown
+    # Exports: Gradescope's text, JUnit's messages.
+    gradescope = json.loads(results.read_text())
+    texts = [gradescope["output"], *(t["output"] for t in gradescope["tests"]), *(t["name"] for t in gradescope["tests"])]
+    assert all(_unsafe(text, keep="\n") == [] for text in texts), texts
+    assert "\\x1b]52;c;" in "\n".join(texts)
+    assert _unsafe(junit.read_text(), keep="\n") == []
