@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from .safe_text import terminal_safe
+from .safe_text import csv_cell, terminal_safe
 
 COUNTED = ("passed", "failed", "error", "timeout", "unsupported")   # every status but skipped
 HIDDEN_VISIBILITY = "after_published"   # Gradescope shows these tests once grades are published
@@ -367,5 +367,7 @@ def write_gradebook_csv(reports: list[dict], path: str | Path, ids: Sequence[str
     with path.open("w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, fieldnames=gradebook_columns(rows), restval="")
         writer.writeheader()
-        writer.writerows(rows)
+        # Paths and ids are the students' file names: `=HYPERLINK(...)` must stay text. Scores
+        # are numbers, never touched.
+        writer.writerows({key: csv_cell(value) for key, value in row.items()} for row in rows)
     return path

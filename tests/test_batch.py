@@ -338,3 +338,31 @@ def test_a_roster_gives_lms_files_and_lists_what_it_could_not_match(inputs, tmp_
     assert (pages / "template_bug.html").exists()
     assert {p.name: p.stat().st_mtime_ns for p in pages.glob("*.html") if p.name != "template_bug.html"} == \
         {k: v for k, v in stamps.items() if k != "template_bug.html"}   # existing pages are kept
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 11: student-chosen names in the gradebook, and the batch's own setup errors
+# ---------------------------------------------------------------------------------------------
+
+FORMULAS = ("=HYPERLINK(\"evil.example\",\"open me\")", "+1+cmd", "-A1", "@SUM(1)", "\tTAB", "\rCR")
+
+
+def test_file_names_a_spreadsheet_would_run_stay_text(tmp_path):
+    """A batch run inside the submissions folder (`grade batch .`) writes the names as found: a
+    file named like a formula must not become one in gradebook.csv; the numbers stay numbers."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in FORMULAS:
+        shutil.copy(BATCH / "instant.py", folder / f"{name}.py")
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "grader", "batch", ".", "-o", str(out), "--assignment",
+                             str(SMALL)], capture_output=True, text=True, timeout=300, cwd=folder,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stderr
+    with (out / "gradebook.csv").open(newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert sorted(r["path"] for r in rows) == sorted(f"'{name}.py" for name in FORMULAS)
+    for row in rows:
+        for column, cell in row.items():
+            assert not cell or cell[0] not in "=+-@\t\r", (column, cell)
+        float(row["total"]), float(row["max_total"]), float(row["Conv2dLoop"])
