@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import math
 import re
 import xml.etree.ElementTree as ET
@@ -361,13 +362,15 @@ def gradebook_columns(rows: list[dict]) -> list[str]:
 
 def write_gradebook_csv(reports: list[dict], path: str | Path, ids: Sequence[str] | None = None) -> Path:
     """Write `gradebook_rows(reports, ids)` to `path` as UTF-8 CSV with a header row; returns the path."""
+    from .outputs import write_text_atomically
+
     rows = gradebook_rows(reports, ids)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as stream:
-        writer = csv.DictWriter(stream, fieldnames=gradebook_columns(rows), restval="")
-        writer.writeheader()
-        # Paths and ids are the students' file names: `=HYPERLINK(...)` must stay text. Scores
-        # are numbers, never touched.
-        writer.writerows({key: csv_cell(value) for key, value in row.items()} for row in rows)
+    stream = io.StringIO(newline="")
+    writer = csv.DictWriter(stream, fieldnames=gradebook_columns(rows), restval="")
+    writer.writeheader()
+    # Paths and ids are the students' file names: `=HYPERLINK(...)` must stay text. Scores
+    # are numbers, never touched.
+    writer.writerows({key: csv_cell(value) for key, value in row.items()} for row in rows)
+    write_text_atomically(stream.getvalue(), path)   # a full disk is a one-line error, not half a file
     return path

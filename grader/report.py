@@ -6,10 +6,9 @@ terminal table, the JSON and later exports cannot disagree.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from .outputs import write_text_atomically
 from .pipeline import GradeReport
 from .score import CASE_STATUSES, CaseResult, ItemReport
 
@@ -215,25 +214,3 @@ def _cell_number(filename: str) -> int | None:
 
 def write_json_atomically(data: dict, path: Path) -> None:
     write_text_atomically(json.dumps(data, indent=2) + "\n", path)
-
-
-def write_text_atomically(text: str, path: Path) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file,
-    and whatever was at `path` before (even a forged report) is replaced."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-            # mkstemp makes 0600 files; a report is as readable as any file the user writes.
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(stream.fileno(), 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise

@@ -1,5 +1,7 @@
 """The CLI as users run it: a real subprocess, real files, exit codes and reports."""
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -183,3 +185,32 @@ def test_student_audience_shows_hidden_cases_as_counts_only(tmp_path):
         assert hidden["hidden"] and sum(hidden[s] for s in ("passed", "failed", "error")) == 6
         assert not any(c["group"] == "random" for c in cls["cases"])
     assert "random-0" not in result.stdout
+
+
+# --- issue 11: the grader's own setup errors are not bugs ----------------------------------------
+
+def one_line(result, code, *words):
+    """A setup error: the exit code, one line on stderr naming it, nothing on stdout."""
+    assert result.returncode == code, (result.returncode, result.stderr[-2000:])
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
+    assert all(word in result.stderr for word in words), result.stderr
+    assert "internal error" not in result.stderr and result.stdout == ""
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="fills a small tmpfs mounted in a mount namespace of its own (root, util-linux)")
+@pytest.mark.parametrize("command", ["grade", "batch"])
+def test_a_full_disk_is_one_line_with_its_own_exit_code(tmp_path, command):
+    full = tmp_path / "full"
+    full.mkdir()
+    fill = f"mount -t tmpfs -o size=64k tmpfs {full} && (head -c 1M /dev/zero > {full}/filler 2>/dev/null; true)"
+    args = ([SUBMISSIONS / "correct_module.py", "--case", "course-001", "-o", full / "report.json"]
+            if command == "grade" else ["batch", SUBMISSIONS / "correct_module.py", "--assignment",
+                                        ROOT / "tests" / "fixtures" / "hostile" / "assignment.yaml",
+                                        "-o", full / "reports"])
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", f'{fill} && exec "$@"',
+                             "sh", sys.executable, "-m", "grader", *map(str, args), "--device", "cpu"],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 74, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert "no space left on device" in last and str(full) in last and "Traceback" not in result.stderr
