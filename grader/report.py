@@ -54,7 +54,7 @@ def _full_dict(report: GradeReport) -> dict:
         "assignment": {"id": report.assignment.id, "title": report.assignment.title,
                        "sha256": report.assignment.sha256},
         "submission": {"path": str(report.submission.path), "sha256": report.submission.sha256,
-                       "kind": report.submission.kind},
+                       "kind": report.submission.kind, "refused": report.submission.refused},
         "seed": report.seed,
         "devices": list(report.devices),
         "only_case": report.only_case,
@@ -87,7 +87,9 @@ def _with_instructor_fields(report: GradeReport, data: dict) -> dict:
         item["similarity"] = None if found is None else {
             "version": VERSION, "exact": found.exact, "signature": list(found.signature), "tokens": found.tokens,
             "source": found.source, "truncated": found.truncated}
-    data["submission"]["metadata"] = notebook_metadata(report.submission.path, report.submission.sha256)
+    # A refused file is not opened, for its metadata either (it may be a link to a root-only file).
+    data["submission"]["metadata"] = notebook_metadata(report.submission.path, report.submission.sha256) \
+        if report.submission.refused is None else {}
     data["environment"].setdefault("grader_fingerprint", grading_fingerprint())
     return data
 

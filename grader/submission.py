@@ -48,6 +48,10 @@ class Submission:
     sha256: str
     units: tuple[CodeUnit, ...]
     notes: tuple[LoadNote, ...]
+    # Why the grader did not read the file at all (a link out of the submissions folder, a file
+    # the worker's user could not read: inputs.py), or None. Then units and notes are empty and
+    # sha256 is that of no bytes.
+    refused: str | None = None
 
     def source_of(self, name: str) -> str | None:
         """The source of the last unit that defines `name` (the one that wins)."""

@@ -1120,3 +1120,78 @@ def test_text_from_a_submission_reaches_no_terminal_page_or_export_raw(tmp_path)
     assert all(_unsafe(text, keep="\n") == [] for text in texts), texts
     assert "\\x1b]52;c;" in "\n".join(texts)
     assert _unsafe(junit.read_text(), keep="\n") == []
+
+
+def _batch(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "grader", "batch", *args, "--assignment", str(ASSIGNMENT),
+                           "--device", "cpu"], cwd=cwd, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                          capture_output=True, text=True, timeout=300)
+
+
+SECRET = "grader-hostile-SECRET-"
+SUBMISSIONS = ROOT / "tests" / "fixtures" / "submissions"
+
+
+def test_links_out_of_the_submissions_folder_are_refused_and_reported(tmp_path):
+    """A student's upload unpacks with its symbolic links: one to the course's solution, one to a
+    file only root may read, a folder linked from outside. None is read; each file gets a report
+    saying why (0 points), and the batch's output and summary list them."""
+    solution = SUBMISSIONS / "correct_module.py"
+    secret = tmp_path / "secret.py"
+    secret.write_text(f'print("{SECRET}{os.getpid()}: only root may read this line")\n')   # a skipped line is quoted
+    secret.chmod(0o600)
+    folder = tmp_path / "in"
+    (folder / "bob").mkdir(parents=True)
+    shutil.copy(HOSTILE / "legit_indexing.py", folder / "bob" / "mine.py")   # an honest one
+    (folder / "alice.py").symlink_to(solution)
+    (folder / "mallory.py").symlink_to(secret)
+    (folder / "carol").symlink_to(SUBMISSIONS, target_is_directory=True)
+    (folder / "dave.py").symlink_to(Path("bob") / "mine.py")                 # within the folder: bob's own file
+    out = tmp_path / "out"
+    result = _batch([str(folder), "-o", str(out)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    reports = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")
+               if p.name not in ("summary.json", "manifest.json")}
+    text = "".join(p.read_text() for p in out.iterdir()) + result.stderr
+    assert SECRET not in text
+    for name in ("alice", "mallory"):
+        refused = reports[name]
+        assert refused["score"] == 0 and refused["submission"]["refused"], name
+        assert "outside" in refused["load"]["fatal"] and refused["load"]["units_kept"] == 0
+        assert all(item["status"] == "load_error" for item in refused["items"].values())
+    assert set(reports) == {"alice", "mallory", "mine"}, sorted(reports)   # dave's link is bob's file: once
+    assert reports["mine"]["score"] == 100
+    summary = json.loads((out / "summary.json").read_text())
+    refused = {Path(entry["path"]).name: entry for entry in summary["refused"]}
+    assert set(refused) == {"alice.py", "mallory.py", "carol"}
+    assert refused["carol"]["id"] is None and "folder" in refused["carol"]["reason"]
+    assert [Path(d["path"]).name for d in summary["duplicates"]] == ["dave.py"]
+    for name in ("alice.py", "mallory.py", "carol"):
+        assert f"refused {folder / name}" in result.stderr
+    assert "same file as" in result.stderr
+    # A pattern through the linked folder reaches the solution too: refused the same way.
+    pattern = _batch([str(folder / "*" / "correct_module.py"), "-o", str(tmp_path / "out2")], tmp_path)
+    assert pattern.returncode == 0, pattern.stderr
+    assert json.loads((tmp_path / "out2" / "correct_module.json").read_text())["score"] == 0
+
+
+@needs_root
+def test_as_root_a_submission_the_worker_could_not_read_is_not_read(tmp_path):
+    """Within the folder too: a file only root may read, or one in a folder only root may enter,
+    is refused when the grader runs as root (the worker could not have read it)."""
+    folder = tmp_path / "in"
+    (folder / "private").mkdir(parents=True)
+    for path in (folder / "erin.py", folder / "private" / "frank.py"):
+        path.write_text((HOSTILE / "legit_indexing.py").read_text() + f'\nprint("{SECRET}{os.getpid()}")\n')
+    shutil.copy(HOSTILE / "legit_indexing.py", folder / "gina.py")
+    (folder / "erin.py").chmod(0o600)
+    (folder / "private").chmod(0o700)
+    out = tmp_path / "out"
+    result = _batch([str(folder), "-o", str(out)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    reports = {name: json.loads((out / f"{name}.json").read_text()) for name in ("erin", "frank", "gina")}
+    assert reports["gina"]["score"] == 100
+    for name in ("erin", "frank"):
+        assert reports[name]["score"] == 0
+        assert "could not read" in reports[name]["submission"]["refused"], reports[name]["submission"]
+    assert SECRET not in "".join(p.read_text() for p in out.iterdir())
