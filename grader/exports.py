@@ -74,6 +74,22 @@ def gradescope_results(report: dict, decimals: int = 2) -> dict:
     }
 
 
+def gradescope_failure(reason: str, execution_time: float = 0.0) -> dict:
+    """The ``results.json`` for a submission that could not be graded at all (no notebook, two of
+    them, a refused link, a failure of the grader's own): 0 points and the reason, so that
+    Gradescope shows a score and why, not a platform error. No tests: there were none."""
+    from .safe_text import one_line
+
+    return {
+        "score": 0.0,
+        "execution_time": int(round(execution_time)),
+        "output": f"This submission could not be graded: {one_line(reason)}",
+        "visibility": "visible",
+        "stdout_visibility": "hidden",
+        "tests": [],
+    }
+
+
 def _class_tests(name: str, cls: dict, number: int, max_units: int, got_units: int, unit: int) -> list[dict]:
     groups = [(i, g) for i, g in enumerate(cls.get("groups", []), 1) if _counted(g)]
     if cls["status"] != "graded" or not groups:
@@ -174,6 +190,8 @@ def _with_violations(output: str, cls: dict) -> str:
 def _summary(report: dict) -> str:
     title = report["assignment"].get("title") or report["assignment"]["id"]
     lines = [f"{title}: {_num(report['score'])}/{_num(report['max_score'])}"]
+    if report["load"].get("fatal"):      # nothing was graded (a refused file, a failed load): say why first
+        lines.append(f"Not graded: {report['load']['fatal']}")
     for name, cls in report["items"].items():
         status = "" if cls["status"] == "graded" else f" ({cls['status'].replace('_', ' ')})"
         lines.append(f"{name}: {_num(cls['score'])}/{_num(cls['max_score'])}{status}")

@@ -68,6 +68,8 @@ MAX_UNITS = 20_000
 
 def load_submission(path: Path) -> Submission:
     """Never raises for what the file holds: whatever cannot be read becomes a LoadNote."""
+    if path.is_dir():
+        raise UsageError(f"submission {str(path)!r} is a folder, not a notebook or module")
     if not path.is_file():
         raise UsageError(f"submission {str(path)!r} not found")
     kind = KINDS.get(path.suffix.lower())

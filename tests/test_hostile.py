@@ -1195,3 +1195,20 @@ def test_as_root_a_submission_the_worker_could_not_read_is_not_read(tmp_path):
         assert reports[name]["score"] == 0
         assert "could not read" in reports[name]["submission"]["refused"], reports[name]["submission"]
     assert SECRET not in "".join(p.read_text() for p in out.iterdir())
+
+
+def test_grade_refuses_a_submission_that_links_out_of_its_folder(tmp_path):
+    """`grade` on a student's upload (Gradescope's /autograder/submission): a link to the
+    solution is not graded as theirs; the report and results.json say why, with 0 points."""
+    upload = tmp_path / "submission"
+    upload.mkdir()
+    (upload / "hw.py").symlink_to(SUBMISSIONS / "correct_module.py")
+    out, results = tmp_path / "r.json", tmp_path / "results.json"
+    result, _, _ = _run_grader([sys.executable, "-m", "grader", str(upload / "hw.py"), "--assignment",
+                                str(ASSIGNMENT), "--device", "cpu", "-o", str(out), "--gradescope", str(results)],
+                               tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["score"] == 0 and "outside" in report["submission"]["refused"]
+    gradescope = json.loads(results.read_text())
+    assert gradescope["score"] == 0 and "outside" in gradescope["output"]
