@@ -10,9 +10,9 @@ config are unchanged.
 from __future__ import annotations
 
 import argparse
-import glob
 import hashlib
 import json
+import os
 import sys
 import threading
 import time
@@ -23,9 +23,12 @@ from pathlib import Path
 from .cli import _Parser
 from .errors import EXIT_INTERNAL, EXIT_OK, UsageError
 from .exports import write_gradebook_csv
+from .inputs import Found
+from .safe_text import one_line
 
-SUFFIXES = (".ipynb", ".py")
 GRADER_FAILURE = "the grader could not grade this submission"
+DISAPPEARED = "the file disappeared before it was graded (deleted or moved while the batch ran)"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 OUTPUT_FILES = ("gradebook.csv", "summary.json")
 RESERVED = {"summary.json", "gradebook.json", "manifest.json", "roster.json"}
 
@@ -35,6 +38,7 @@ class Item:
     path: Path
     id: str
     sha256: str
+    refused: str | None = None   # why the file is not read (inputs.py); its report says so
 
     @property
     def report_name(self) -> str:
@@ -59,28 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def collect(paths: list[str]) -> list[Path]:
-    found: set[Path] = set()
-    for raw in paths:
-        path = Path(raw)
-        if any(ch in raw for ch in "*?["):
-            matches = [Path(p) for p in glob.glob(raw, recursive=True)]
-            if not matches:
-                raise UsageError(f"no submissions match {raw!r}")
-            found.update(p for p in matches if p.is_file() and p.suffix in SUFFIXES)
-        elif path.is_dir():
-            found.update(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file()
-                         and not any(part.startswith(".") for part in p.relative_to(path).parts))
-        elif path.is_file():
-            found.add(path)
-        else:
-            raise UsageError(f"{raw!r} is not a file, a folder or a pattern that matches")
-    return sorted(found, key=lambda p: p.as_posix())
-
-
-def identify(paths: list[Path]) -> list[Item]:
+def identify(found: list[Found]) -> list[Item]:
     """Ids that name report files: the stem, or stem-<hash of the path> where stems collide.
-    They depend on the whole input list, not on the shard, so every shard names alike."""
+    They depend on the whole input list, not on the shard, so every shard names alike. A refused
+    file is not read, not even to hash it."""
+    paths = [f.path for f in found]
     stems: dict[str, int] = {}
     for path in paths:
         stems[path.stem] = stems.get(path.stem, 0) + 1
@@ -88,15 +75,24 @@ def identify(paths: list[Path]) -> list[Item]:
     for path in paths:
         safe_counts[_safe(path.stem)] = safe_counts.get(_safe(path.stem), 0) + 1
     items = []
-    for path in paths:
+    for entry in found:
+        path = entry.path
         safe = _safe(path.stem)
         # Two stems that differ only in characters _safe replaces ("a b", "a_b"), or a stem that
         # is one of our own output names, would overwrite another report: add the path's hash.
         unique = stems[path.stem] == 1 and safe_counts[safe] == 1 and f"{safe}.json" not in RESERVED \
             and not safe.startswith("roster-")
         identity = safe if unique else f"{safe}-{hashlib.sha256(path.as_posix().encode()).hexdigest()[:8]}"
-        items.append(Item(path=path, id=identity, sha256=hashlib.sha256(path.read_bytes()).hexdigest()))
+        items.append(Item(path=path, id=identity, sha256=EMPTY_SHA256 if entry.refused else _sha256(path),
+                          refused=entry.refused))
     return items
+
+
+def _sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:        # gone since it was listed: grading it will say so
+        return EMPTY_SHA256
 
 
 def _safe(name: str) -> str:
@@ -137,28 +133,46 @@ def main(argv: list[str]) -> int:
 
 
 def _run(args) -> int:
+    from . import outputs
+    from .inputs import collect
     from .pipeline import resolve_devices
     from .shards import resolve
 
-    everything = identify(collect(args.paths))
+    # The outputs first: a typo in -o must not cost the grading it would waste.
+    outputs.check_folder("-o", args.output)
+    if args.feedback:
+        outputs.check_folder("--feedback", args.feedback)
+    collected = collect(args.paths)
+    everything = identify(list(collected.files))
     spec = resolve(args.shard, args.shard_index, args.shard_count)
     items = [item for item in everything if spec.owns(item.id)]
     chosen = assign(items, args.assignment)
     out = args.output
-    out.mkdir(parents=True, exist_ok=True)
+    outputs.make_folder("-o", out)
     plans = {a.id: Plan(a, a.seed if args.seed is None else args.seed, resolve_devices(args.device, a)[0])
              for a in chosen.values()}
-    todo = [i for i in items if not is_complete(out / i.report_name, i, chosen[i.id].sha256,
-                                                plans[chosen[i.id].id].seed, plans[chosen[i.id].id].devices)]
+    refused = [i for i in items if i.refused]
+    todo = [i for i in items if not i.refused and not is_complete(
+        out / i.report_name, i, chosen[i.id].sha256, plans[chosen[i.id].id].seed, plans[chosen[i.id].id].devices)]
     log = sys.stderr
     if not args.quiet:
         print(f"{len(items)} submissions{f' (shard {spec.label})' if spec.count > 1 else ''}, "
-              f"{len(items) - len(todo)} already graded, {len(todo)} to grade with {args.jobs} jobs", file=log)
+              f"{len(items) - len(todo) - len(refused)} already graded, {len(todo)} to grade with {args.jobs} jobs"
+              + (f", {len(refused)} refused" if refused else ""), file=log)
+        # Paths are the students' file names: one line each, nothing raw.
+        for entry in [*refused, *collected.folder_links]:
+            print(one_line(f"refused {entry.path}: {entry.refused}"), file=log)
+        for duplicate, kept in collected.duplicates:
+            print(one_line(f"{duplicate} is the same file as {kept}: graded once, as {kept}"), file=log)
+    for item in refused:       # nothing to grade: the report says why, every run
+        _write_refused(item, chosen[item.id], plans[chosen[item.id].id], out)
     _write_manifest(out, spec, everything, items, chosen, plans, "started")
     started = time.monotonic()
     interrupted = _grade_all(todo, chosen, plans, args, out, log)
+    extra = {"refused": [{"id": None, "path": str(f.path), "reason": f.refused} for f in collected.folder_links],
+             "duplicates": [{"path": str(d), "same_as": str(k)} for d, k in collected.duplicates]}
     summary = write_outputs(out, items, chosen, plans, time.monotonic() - started,
-                            args=args, log=log if not args.quiet else _Null())
+                            args=args, log=log if not args.quiet else _Null(), extra=extra)
     _write_manifest(out, spec, everything, items, chosen, plans, "interrupted" if interrupted else "finished",
                     summary["graded"])
     if args.feedback and not interrupted:
@@ -178,6 +192,14 @@ def _run(args) -> int:
         books = ", ".join(str(out / name) for name in book_names(plans).values())
         print(f"{summary['graded']} reports in {out}; gradebook: {books}", file=log)
     return EXIT_OK
+
+
+def _write_refused(item: Item, assignment, plan, out: Path) -> None:
+    from .pipeline import refused_report
+    from .report import report_to_dict, write_json_atomically
+
+    report = refused_report(item.path, assignment, plan.seed, plan.devices, item.refused)
+    write_json_atomically(report_to_dict(report), out / item.report_name)
 
 
 @dataclass(frozen=True)
@@ -203,6 +225,9 @@ def assign(items: list[Item], requested: str | None) -> dict[str, "Assignment"]:
     chosen: dict[str, "Assignment"] = {}
     unknown = []
     for item in items:
+        if item.refused:          # not read: it goes with the batch's assignment
+            unknown.append(item)
+            continue
         try:
             chosen[item.id] = choose_for(load_submission(item.path), candidates).assignment
         except UsageError:
@@ -270,9 +295,10 @@ def grade_one(item: Item, assignment, seed: int, device: str, out: Path, stop: t
     except Exception as exc:  # one submission's failure must not stop the batch
         from .pipeline import resolve_devices
         devices, _ = resolve_devices(device, assignment)
-        report = failed_report(item.path, assignment, seed, devices,
-                               f"{GRADER_FAILURE}: {type(exc).__name__}: {exc}"[:500],
-                               time.monotonic() - started)
+        # A file deleted after the batch listed it is not our failure (a rerun has nothing to retry).
+        reason = DISAPPEARED if not os.path.lexists(item.path) else \
+            f"{GRADER_FAILURE}: {type(exc).__name__}: {exc}"[:500]
+        report = failed_report(item.path, assignment, seed, devices, reason, time.monotonic() - started)
     if stop.is_set():
         return item.id, "dropped (interrupted)"
     write_json_atomically(report_to_dict(report), out / item.report_name)
@@ -282,8 +308,6 @@ def grade_one(item: Item, assignment, seed: int, device: str, out: Path, stop: t
 
 
 def _common_folder(paths: list[Path]) -> tuple[Path, ...]:
-    import os
-
     if not paths:
         return ()
     try:
@@ -301,7 +325,7 @@ def _write_manifest(out: Path, spec, everything: list[Item], items: list[Item], 
 
 
 def write_outputs(out: Path, items: list[Item], chosen: dict, plans: dict, duration_s: float,
-                  args=None, log=None) -> dict:
+                  args=None, log=None, extra: dict | None = None) -> dict:
     groups = {}
     for assignment_id in sorted({a.id for a in chosen.values()}) or [None]:
         mine = [item for item in items if chosen[item.id].id == assignment_id]
@@ -313,7 +337,7 @@ def write_outputs(out: Path, items: list[Item], chosen: dict, plans: dict, durat
             except (OSError, ValueError):
                 continue
         groups[assignment_id] = (reports, ids, len(mine), plans[assignment_id].seed if assignment_id else None)
-    return write_books(out, groups, len(items), duration_s, args, log)
+    return write_books(out, groups, len(items), duration_s, args, log, extra)
 
 
 def write_books(out: Path, groups: dict, submissions: int, duration_s: float, args=None, log=None,
@@ -339,8 +363,11 @@ def write_books(out: Path, groups: dict, submissions: int, duration_s: float, ar
         summary = {"assignment": None, "seed": None, "submissions": submissions,
                    "graded": sum(p["graded"] for p in parts), "missing": sum(p["missing"] for p in parts),
                    "duration_s": round(duration_s, 3), "reports": [r for p in parts for r in p["reports"]],
-                   "assignments": summaries}
-    write_json_atomically(summary | (extra or {}), out / "summary.json")
+                   "refused": [r for p in parts for r in p["refused"]], "assignments": summaries}
+    extra = dict(extra or {})
+    # Files refused are in the reports; linked folders (no report of their own) come from the batch.
+    summary = summary | {"refused": summary["refused"] + extra.pop("refused", [])} | extra
+    write_json_atomically(summary, out / "summary.json")
     return summary
 
 
@@ -359,6 +386,9 @@ def summarize(reports: list[dict], ids: list[str], assignment_id: str, seed: int
         "reports": [{"id": i, "path": r["submission"]["path"], "score": r["score"],
                      "grader_failure": str(r["load"].get("fatal") or "").startswith(GRADER_FAILURE)}
                     for i, r in zip(ids, reports)],
+        # What the grader would not read (inputs.py), with why; a linked folder has no id.
+        "refused": [{"id": i, "path": r["submission"]["path"], "reason": r["submission"]["refused"]}
+                    for i, r in zip(ids, reports) if r["submission"].get("refused")],
     }
 
 
@@ -369,8 +399,10 @@ def merge_main(argv: list[str]) -> int:
     from .course_outputs import add_options
     add_options(parser, batch=False)
     args = parser.parse_args(argv)
+    from .outputs import check_folder
     from .shards import EXIT_INCOMPLETE, merge
 
+    check_folder("-o", args.output)
     merged = merge(args.folders)
     out = args.output
     merged.copy_into(out)
@@ -388,7 +420,7 @@ def merge_main(argv: list[str]) -> int:
     write_books(out, groups, merged.expected, 0.0, args, sys.stderr, merged.summary_fields())
     print(f"merged {len(merged.reports)} reports from {len(args.folders)} folders into {out}", file=sys.stderr)
     for line in merged.problems():
-        print(line, file=sys.stderr)
+        print(one_line(line), file=sys.stderr)   # names files found in the folders and their reports' text
     return EXIT_INCOMPLETE if merged.missing else EXIT_OK
 
 

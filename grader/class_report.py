@@ -12,6 +12,7 @@ from html import escape
 from urllib.parse import quote
 
 from . import svg
+from .safe_text import with_lines
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 STYLE = """
@@ -53,10 +54,11 @@ def render(summary: dict, roster: dict | None = None) -> str:
     body += _similar(summary)
     if roster is not None:
         body += _roster(roster)
-    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">"
-            f"<title>{escape(title)}: class report</title><style>{STYLE}</style></head><body>"
-            + "".join(body) + "</body></html>\n")
+    # Escaped as markup, and as text: no control or bidi character of a submission's survives.
+    return with_lines("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+                      f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">"
+                      f"<title>{escape(title)}: class report</title><style>{STYLE}</style></head><body>"
+                      + "".join(body) + "</body></html>\n")
 
 
 def _card(content: str) -> str:

@@ -5,9 +5,11 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from .errors import EXIT_BELOW_THRESHOLD, EXIT_INTERNAL, EXIT_OK, GraderError, UsageError
+from .safe_text import one_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -18,7 +20,12 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="grade", description="Grade a submission (.ipynb or .py) of a bundled or given "
                                                "assignment.")
-    parser.add_argument("submission", help="the student's notebook or module")
+    # Any number, so that a glob that matched two notebooks is a report of ours (and a Gradescope
+    # result), not an argparse error before --gradescope is known.
+    parser.add_argument("submission", nargs="*", metavar="SUBMISSION", help="the student's notebook or module")
+    parser.add_argument("--find-in", type=Path, metavar="FOLDER",
+                        help="grade the one notebook in FOLDER and its folders (else the one module), whatever "
+                             "its name: none or several is an error, written to --gradescope too")
     parser.add_argument("-o", "--output", type=Path, help="write the JSON report here")
     parser.add_argument("--assignment", help="bundled assignment id or path to its YAML (default: the one "
                                              "whose names the submission defines)")
@@ -49,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(sys.argv[1:] if argv is None else argv)
     except GraderError as exc:
-        print(exc.format_message(), file=sys.stderr)
+        print(one_line(exc.format_message()), file=sys.stderr)   # messages quote paths students chose
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -57,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug of ours: one line, and the traceback on request
         if os.environ.get("GRADER_DEBUG"):
             raise
-        print(f"internal error: {type(exc).__name__}: {exc} (set GRADER_DEBUG=1 for the traceback)",
+        print(one_line(f"internal error: {type(exc).__name__}: {exc} (set GRADER_DEBUG=1 for the traceback)"),
               file=sys.stderr)
         return EXIT_INTERNAL
 
@@ -83,23 +90,85 @@ def _main(argv: list[str]) -> int:
         print(f"\nother commands: {', '.join(f'grade {name} --help' for name in SUBCOMMANDS)}")
         return EXIT_OK
     args = build_parser().parse_args(argv)
-    from . import forkserver, reaper
-
-    reaper.become_subreaper()
-    forkserver.prestart()  # its torch import overlaps with ours, below
+    started = time.monotonic()
+    written: set[str] = set()
     try:
-        return _grade_one(args)
-    finally:
-        forkserver.shutdown()
+        # Before the fork server starts (and long before grading): what to grade and where the
+        # outputs go, so that a setup mistake costs a second, not a grading.
+        found = _submission(args)
+        _check_outputs(args, found.path)
+        from . import forkserver, reaper
+
+        reaper.become_subreaper()
+        forkserver.prestart()  # its torch import overlaps with ours, below
+        try:
+            return _grade_one(args, found, written)
+        finally:
+            forkserver.shutdown()
+    except Exception as exc:
+        if args.gradescope and "gradescope" not in written:
+            _gradescope_failure(args.gradescope, exc, time.monotonic() - started)
+        raise
 
 
-def pick_assignment(submission: Path, requested: str | None):
+def _submission(args):
+    """The one file to grade (inputs.Found: refused when it is a link out of its folder)."""
+    from . import inputs
+
+    if args.find_in is not None:
+        if args.submission:
+            raise UsageError("give a SUBMISSION or --find-in FOLDER, not both")
+        return inputs.find_one(args.find_in)
+    if not args.submission:
+        raise UsageError("no submission given: grade SUBMISSION (a .ipynb notebook or a .py module), "
+                         "or --find-in FOLDER")
+    if len(args.submission) > 1:
+        names = ", ".join(args.submission[:3]) + (", ..." if len(args.submission) > 3 else "")
+        raise UsageError(f"{len(args.submission)} submissions given ({names}): grade takes one "
+                         "(grade batch grades several, --find-in FOLDER the one in a folder)")
+    return inputs.single(Path(args.submission[0]))
+
+
+def _check_outputs(args, submission: Path) -> None:
+    from . import outputs
+
+    given = [(option, path) for option, path in (("-o", args.output), ("--gradescope", args.gradescope),
+                                                 ("--junit", args.junit), ("--feedback", args.feedback)) if path]
+    for option, path in given:
+        outputs.check_file(option, path)
+    outputs.check_distinct(given, submission)
+
+
+def _gradescope_failure(path: Path, exc: Exception, elapsed_s: float) -> None:
+    """Gradescope shows a platform error when run_autograder leaves no results.json; a 0 with the
+    reason is what the student should see instead, whatever went wrong."""
+    from .exports import gradescope_failure
+    from .outputs import write_text_atomically
+
+    if isinstance(exc, GraderError):
+        reason = str(exc)
+    else:
+        reason = (f"an internal error of the grader ({type(exc).__name__}), not a problem of the submission; "
+                  "the instructor has the details")
+    try:
+        write_text_atomically(json.dumps(gradescope_failure(reason, elapsed_s), indent=2) + "\n", path)
+    except (OSError, GraderError):
+        pass     # the error being reported is the one that matters
+
+
+def pick_assignment(submission: Path, requested: str | None, refused: str | None = None):
     """The assignment named, or the one the submission's names point to (the table's first
-    line and the report's `assignment.id` say which)."""
-    from .config import load_assignment
+    line and the report's `assignment.id` say which). A `refused` submission is not read: it
+    takes the only bundled assignment, else --assignment is needed."""
+    from .config import bundled_assignment_ids, load_assignment
 
     if requested is not None:
         return load_assignment(requested)
+    if refused is not None:
+        bundled = bundled_assignment_ids()
+        if len(bundled) == 1:
+            return load_assignment(bundled[0])
+        raise UsageError(f"{submission.name} was not read ({refused}), so it names no assignment: pass --assignment")
     from .choose import choose_assignment
 
     return choose_assignment(submission).assignment
@@ -117,46 +186,50 @@ def select_items(assignment, names: list[str] | None):
     return only_items(assignment, names)
 
 
-def _grade_one(args) -> int:
+def _grade_one(args, found, written: set[str]) -> int:
     from . import reaper
-    from .pipeline import grade
+    from .pipeline import grade, refused_report, resolve_devices
     from .render import render_text
     from .shrink import parse_params
     from .report import report_to_dict, write_json_atomically, write_text_atomically
 
-    assignment = select_items(pick_assignment(Path(args.submission), args.assignment), args.items)
-    extra_hidden = [path.resolve().parent for path in (args.output, args.gradescope, args.junit, args.feedback)
-                    if path]
+    path = found.path
+    assignment = select_items(pick_assignment(path, args.assignment, found.refused), args.items)
+    extra_hidden = [p.resolve().parent for p in (args.output, args.gradescope, args.junit, args.feedback) if p]
     if args.params and args.only_case:
         raise UsageError("--case and --params both name the cases to grade; give one")
     custom = parse_params(args.params, assignment) if args.params else None
     try:
-        report = grade(Path(args.submission), assignment, seed=args.seed, device=args.device,
-                       only_case=args.only_case, extra_hidden=extra_hidden, custom_params=custom)
+        if found.refused is not None:     # nothing of it is read; the report says why
+            report = refused_report(path, assignment, args.seed, resolve_devices(args.device, assignment)[0],
+                                    found.refused)
+        else:
+            report = grade(path, assignment, seed=args.seed, device=args.device, only_case=args.only_case,
+                           extra_hidden=extra_hidden, custom_params=custom)
+        data = report_to_dict(report, audience=args.audience)
     except GraderError:
         raise
     except Exception as exc:
         # A bug of ours still leaves a report behind (saying so), then exits 70.
-        if args.output and not os.environ.get("GRADER_DEBUG"):
-            from .pipeline import failed_report, resolve_devices
-            failed = failed_report(Path(args.submission), assignment, args.seed,
-                                   resolve_devices(args.device, assignment)[0],
+        if args.output and found.refused is None and not os.environ.get("GRADER_DEBUG"):
+            from .pipeline import failed_report
+            failed = failed_report(path, assignment, args.seed, resolve_devices(args.device, assignment)[0],
                                    f"the grader could not grade this submission: {type(exc).__name__}: {exc}"[:500])
             write_json_atomically(report_to_dict(failed, audience=args.audience), args.output)
         raise
-    data = report_to_dict(report, audience=args.audience)
     reaper.sweep_orphans()  # nothing the submission started may outlive the report
     if args.output:
         write_json_atomically(data, args.output)
     if args.gradescope:
         from .exports import gradescope_results
         write_json_atomically(gradescope_results(data), args.gradescope)
+        written.add("gradescope")
     if args.junit:
         from .exports import junit_xml
         write_text_atomically(junit_xml(data), args.junit)
     if args.feedback:
         from .feedback import write_feedback
-        write_feedback(data, args.feedback, Path(args.submission))
+        write_feedback(data, args.feedback, path)
     if args.json:
         print(json.dumps(data, indent=2))
     elif not args.quiet:

@@ -14,6 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .safe_text import one_line
+
 CLASS_REPORT = "class_report.html"
 ROSTER_FILE = "roster.json"
 CANVAS_FILE = "canvas_grades.csv"
@@ -71,7 +73,7 @@ def _write_roster(out: Path, reports: list[dict], ids: list[str], args, log, suf
     write_text_atomically(moodle_csv(result, scores, column), moodle)
     print(f"roster: {len(result.matched)} students matched; {canvas} and {moodle}", file=log)
     for line in result.problems():
-        print(f"roster: {line} (see {roster})", file=log)
+        print(one_line(f"roster: {line} (see {roster})"), file=log)   # names and ids are students' text
     return data
 
 

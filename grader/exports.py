@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import math
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
+
+from .safe_text import csv_cell, terminal_safe
 
 COUNTED = ("passed", "failed", "error", "timeout", "unsupported")   # every status but skipped
 HIDDEN_VISIBILITY = "after_published"   # Gradescope shows these tests once grades are published
@@ -52,6 +55,7 @@ def gradescope_results(report: dict, decimals: int = 2) -> dict:
     that is missing, failed to load or ran no counted case is one test scoring 0 with the
     class's message. Violations are listed in the output of each of their class's tests.
     """
+    report = terminal_safe(report)   # Gradescope shows the outputs in a page: one line per field
     unit = 10 ** decimals
     classes = list(report["items"].items())
     class_max = _apportion([c["max_score"] * unit for _, c in classes], round(report["max_score"] * unit))
@@ -67,6 +71,22 @@ def gradescope_results(report: dict, decimals: int = 2) -> dict:
         "visibility": "visible",
         "stdout_visibility": "hidden",   # the grader's own log: for instructors only
         "tests": tests,
+    }
+
+
+def gradescope_failure(reason: str, execution_time: float = 0.0) -> dict:
+    """The ``results.json`` for a submission that could not be graded at all (no notebook, two of
+    them, a refused link, a failure of the grader's own): 0 points and the reason, so that
+    Gradescope shows a score and why, not a platform error. No tests: there were none."""
+    from .safe_text import one_line
+
+    return {
+        "score": 0.0,
+        "execution_time": int(round(execution_time)),
+        "output": f"This submission could not be graded: {one_line(reason)}",
+        "visibility": "visible",
+        "stdout_visibility": "hidden",
+        "tests": [],
     }
 
 
@@ -170,6 +190,8 @@ def _with_violations(output: str, cls: dict) -> str:
 def _summary(report: dict) -> str:
     title = report["assignment"].get("title") or report["assignment"]["id"]
     lines = [f"{title}: {_num(report['score'])}/{_num(report['max_score'])}"]
+    if report["load"].get("fatal"):      # nothing was graded (a refused file, a failed load): say why first
+        lines.append(f"Not graded: {report['load']['fatal']}")
     for name, cls in report["items"].items():
         status = "" if cls["status"] == "graded" else f" ({cls['status'].replace('_', ' ')})"
         lines.append(f"{name}: {_num(cls['score'])}/{_num(cls['max_score'])}{status}")
@@ -231,6 +253,7 @@ def junit_xml(report: dict) -> str:
     A class that is missing or failed to load is an empty suite whose properties and
     ``<system-err>`` carry its status and message.
     """
+    report = terminal_safe(report, keep_lines=frozenset({"traceback"}))   # a CI page shows the messages
     assignment = report["assignment"]["id"]
     root = ET.Element("testsuites", name=assignment)
     totals = Counter()
@@ -357,11 +380,15 @@ def gradebook_columns(rows: list[dict]) -> list[str]:
 
 def write_gradebook_csv(reports: list[dict], path: str | Path, ids: Sequence[str] | None = None) -> Path:
     """Write `gradebook_rows(reports, ids)` to `path` as UTF-8 CSV with a header row; returns the path."""
+    from .outputs import write_text_atomically
+
     rows = gradebook_rows(reports, ids)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as stream:
-        writer = csv.DictWriter(stream, fieldnames=gradebook_columns(rows), restval="")
-        writer.writeheader()
-        writer.writerows(rows)
+    stream = io.StringIO(newline="")
+    writer = csv.DictWriter(stream, fieldnames=gradebook_columns(rows), restval="")
+    writer.writeheader()
+    # Paths and ids are the students' file names: `=HYPERLINK(...)` must stay text. Scores
+    # are numbers, never touched.
+    writer.writerows({key: csv_cell(value) for key, value in row.items()} for row in rows)
+    write_text_atomically(stream.getvalue(), path)   # a full disk is a one-line error, not half a file
     return path

@@ -27,6 +27,7 @@ from pathlib import Path
 from .class_summary import items_of
 from .render import _checks_lines, _describe_case, _num
 from .render_html import _badge, _groups, render_html
+from .safe_text import with_lines
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 STYLE = """
@@ -66,7 +67,7 @@ def feedback_html(report: dict, submission: Path | None = None) -> str:
     leftovers = [blocks[n] for n in blocks if n not in placed]
     body = _render_cells(cells) if cells is not None else ""
     title = f"Feedback: {path.name}"
-    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+    page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">"
             f"<title>{escape(title)}</title><style>{_pygments_css()}{STYLE}</style></head><body>"
             f"<h1>{escape(title)}</h1><div id='summary'>{render_html(view)}</div>"
@@ -74,6 +75,9 @@ def feedback_html(report: dict, submission: Path | None = None) -> str:
             + (f"<h2>Not found in your file</h2>{''.join(leftovers)}" if leftovers and cells is not None else "")
             + ("".join(leftovers) if cells is None else "")
             + f"<div id='notebook'>{body}</div></body></html>\n")
+    # The student's cells are text as well as markup: control and bidi characters are escaped
+    # over the whole page (safe_text.py), after nbconvert and mistune are done with it.
+    return with_lines(page)
 
 
 def write_feedback(report: dict, target: Path, submission: Path | None = None) -> None:
@@ -89,6 +93,8 @@ def write_feedback(report: dict, target: Path, submission: Path | None = None) -
 
 def _cells(report: dict, path: Path) -> tuple[list[dict] | None, str]:
     """[{kind: code|markdown|raw, source, after: [item names]}], or None with why."""
+    if report["submission"].get("refused"):    # inputs.py: a link out of the folder is never opened
+        return None, "The submitted file was not read (the results say why), so only the results are shown."
     try:
         data = path.read_bytes()
     except OSError:

@@ -18,7 +18,7 @@ written, and no extra rows (a ``Points Possible`` row would be read as a student
 plain decimals with a point.
 
 Cells are text from the roster (names, ids): a cell that a spreadsheet would read as a formula
-(``=``, ``+``, ``-``, ``@``) is prefixed with a quote.
+(``=``, ``+``, ``-``, ``@``, tab, carriage return) is prefixed with a quote (safe_text.csv_cell).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import csv
 import io
 
 from .roster import RosterResult
+from .safe_text import csv_cell
 
 CANVAS_COLUMNS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
 MOODLE_COLUMNS = ("ID number", "Email address")
@@ -57,19 +58,5 @@ def _csv(rows: list[list[str]]) -> str:
     stream = io.StringIO()
     writer = csv.writer(stream, lineterminator="\r\n")
     for row in rows:
-        writer.writerow([_cell(cell) for cell in row])
+        writer.writerow([csv_cell(cell) for cell in row])
     return stream.getvalue()
-
-
-def _cell(text: str) -> str:
-    if text and text[0] in "=+-@\t\r" and not _is_number(text):
-        return "'" + text
-    return text
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False

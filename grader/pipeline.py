@@ -165,9 +165,30 @@ def failed_report(submission_path: Path, assignment: Assignment, seed: int | Non
     except Exception as exc:  # unreadable: report it with what we know
         import hashlib
         data = submission_path.read_bytes() if submission_path.is_file() else b""
-        submission = Submission(path=submission_path, kind="notebook" if submission_path.suffix == ".ipynb"
-                                else "module", sha256=hashlib.sha256(data).hexdigest(), units=(),
+        submission = Submission(path=submission_path, kind=_kind(submission_path),
+                                sha256=hashlib.sha256(data).hexdigest(), units=(),
                                 notes=(LoadNote(None, None, "unreadable", f"{type(exc).__name__}: {exc}"[:300]),))
+    return _ungraded(submission, assignment, seed, devices, reason, duration_s)
+
+
+def refused_report(submission_path: Path, assignment: Assignment, seed: int | None, devices: tuple[str, ...],
+                   reason: str) -> GradeReport:
+    """A report for a file the grader will not read (inputs.py: a link out of the submissions
+    folder, a file the worker's user could not read). Nothing of it is read, not even to hash it:
+    `sha256` is that of no bytes and `submission.refused` says why. Every item is a load error."""
+    import hashlib
+
+    submission = Submission(path=submission_path, kind=_kind(submission_path), sha256=hashlib.sha256(b"").hexdigest(),
+                            units=(), notes=(), refused=reason)
+    return _ungraded(submission, assignment, seed, devices, f"not read: {reason}", 0.0)
+
+
+def _kind(path: Path) -> str:
+    return "notebook" if path.suffix.lower() == ".ipynb" else "module"
+
+
+def _ungraded(submission: Submission, assignment: Assignment, seed: int | None, devices: tuple[str, ...],
+              reason: str, duration_s: float) -> GradeReport:
     load = LoadOutcome(definitions=(), failures=(), stdout_tail="", fatal=reason)
     items = tuple(ItemReport(name=c.name, kind=c.kind, python_name=c.python_name, status="load_error", score=0.0,
                              max_score=c.points, message=reason, violations=(), groups=(), cases=())

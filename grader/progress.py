@@ -5,6 +5,8 @@ import os
 import sys
 import time
 
+from .safe_text import one_line
+
 BAR = 30        # the widest bar; it gives way to the label down to MIN_BAR
 MIN_BAR = 10
 
@@ -27,6 +29,7 @@ class Progress:
         return None if rate == 0 else 60.0 * (self.total - self.done) / rate
 
     def advance(self, label: str, outcome: str) -> None:
+        label, outcome = one_line(label), one_line(outcome)   # an outcome can quote a submission's error
         self.done += 1
         eta = self.eta_s()
         eta_text = "--:--" if eta is None else _clock(eta)

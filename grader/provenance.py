@@ -18,8 +18,8 @@ PACKAGE = Path(__file__).resolve().parent
 PRESENTATION = frozenset({
     "__main__.py", "batch.py", "bundle.py", "class_report.py", "class_summary.py", "cli.py", "course_outputs.py",
     "exports.py",
-    "feedback.py", "lms_exports.py", "progress.py", "provenance.py", "render.py", "render_html.py",
-    "roster.py", "schema_check.py", "selfcheck.py", "shards.py", "svg.py",
+    "feedback.py", "lms_exports.py", "outputs.py", "progress.py", "provenance.py", "render.py", "render_html.py",
+    "roster.py", "safe_text.py", "schema_check.py", "selfcheck.py", "shards.py", "svg.py",
 })
 
 

@@ -1,6 +1,8 @@
 """The terminal view of a report dict (the same data as the JSON, never a second path)."""
 from __future__ import annotations
 
+from .safe_text import terminal_safe
+
 STATUS_WORDS = {"graded": "", "missing": "MISSING", "load_error": "LOAD ERROR", "wrong_form": "WRONG FORM"}
 
 
@@ -11,6 +13,7 @@ def item_word(report: dict) -> str:
 
 
 def render_text(report: dict, color: bool = False) -> str:
+    report = terminal_safe(report)   # a field stays on its line, and nothing in it reaches the terminal raw
     lines = []
     sub = report["submission"]
     lines.append(f"{report['assignment']['id']} · {sub['path']} · seed {report['seed']}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 from html import escape
 
 from .render import _checks_lines, _describe_case, _load_lines, _num, item_word
+from .safe_text import with_lines
 
 COLOURS = {"ok": ("#1b5e20", "#e8f5e9"), "unsupported": ("#8a6d00", "#fff8e1"), "failed": ("#b71c1c", "#ffebee")}
 # A transparent border spaces the text like a cell margin would.
@@ -41,11 +42,14 @@ def render_html(report: dict, notes: list[str] | tuple[str, ...] = ()) -> str:
     footer = [f"<b>total {_num(report['score'])}/{_num(report['max_score'])}</b>"]
     footer += [escape(line) for line in _load_lines(report["load"])]
     footer += [escape(note) for note in notes]
-    return (f"<div class='grader-check'><div style='opacity:0.7'>{escape(report['assignment']['id'])} · "
+    html = (f"<div class='grader-check'><div style='opacity:0.7'>{escape(report['assignment']['id'])} · "
             f"{escape(str(report['submission']['path']))} · seed {report['seed']}</div>"
             f"<table style='border-collapse:separate;border-spacing:0;margin:4px 0'><thead><tr>{header}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>"
             + "".join(f"<div>{line}</div>" for line in footer) + "</div>")
+    # Escaping makes text inert as markup; with_lines makes it inert as text (a bidi override
+    # reorders a browser's line too).
+    return with_lines(html)
 
 
 def _row(name: str, score: str, passed: str, details: str) -> str:

@@ -6,10 +6,9 @@ terminal table, the JSON and later exports cannot disagree.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from .outputs import write_text_atomically
 from .pipeline import GradeReport
 from .score import CASE_STATUSES, CaseResult, ItemReport
 
@@ -55,7 +54,7 @@ def _full_dict(report: GradeReport) -> dict:
         "assignment": {"id": report.assignment.id, "title": report.assignment.title,
                        "sha256": report.assignment.sha256},
         "submission": {"path": str(report.submission.path), "sha256": report.submission.sha256,
-                       "kind": report.submission.kind},
+                       "kind": report.submission.kind, "refused": report.submission.refused},
         "seed": report.seed,
         "devices": list(report.devices),
         "only_case": report.only_case,
@@ -88,7 +87,9 @@ def _with_instructor_fields(report: GradeReport, data: dict) -> dict:
         item["similarity"] = None if found is None else {
             "version": VERSION, "exact": found.exact, "signature": list(found.signature), "tokens": found.tokens,
             "source": found.source, "truncated": found.truncated}
-    data["submission"]["metadata"] = notebook_metadata(report.submission.path, report.submission.sha256)
+    # A refused file is not opened, for its metadata either (it may be a link to a root-only file).
+    data["submission"]["metadata"] = notebook_metadata(report.submission.path, report.submission.sha256) \
+        if report.submission.refused is None else {}
     data["environment"].setdefault("grader_fingerprint", grading_fingerprint())
     return data
 
@@ -215,25 +216,3 @@ def _cell_number(filename: str) -> int | None:
 
 def write_json_atomically(data: dict, path: Path) -> None:
     write_text_atomically(json.dumps(data, indent=2) + "\n", path)
-
-
-def write_text_atomically(text: str, path: Path) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file,
-    and whatever was at `path` before (even a forged report) is replaced."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-            # mkstemp makes 0600 files; a report is as readable as any file the user writes.
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(stream.fileno(), 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise

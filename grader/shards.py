@@ -177,14 +177,13 @@ class Merged:
     def copy_into(self, out: Path) -> None:
         """Make `out` a batch folder of its own: the reports (the class report links to them)
         and, from shard manifests, a manifest of one shard, so it can be merged again."""
-        import shutil
-
+        from .outputs import copy_file, make_folder
         from .report import write_json_atomically
 
-        out.mkdir(parents=True, exist_ok=True)
+        make_folder("-o", out)
         for source in self.sources:
             if source.resolve() != (out / source.name).resolve():
-                shutil.copyfile(source, out / source.name)
+                copy_file(source, out / source.name)
         if self.manifests:
             first = self.manifests[0]
             write_json_atomically(dict(first, shard={"index": 0, "count": 1, "label": "1/1", "source": "grade merge"},

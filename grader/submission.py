@@ -48,6 +48,10 @@ class Submission:
     sha256: str
     units: tuple[CodeUnit, ...]
     notes: tuple[LoadNote, ...]
+    # Why the grader did not read the file at all (a link out of the submissions folder, a file
+    # the worker's user could not read: inputs.py), or None. Then units and notes are empty and
+    # sha256 is that of no bytes.
+    refused: str | None = None
 
     def source_of(self, name: str) -> str | None:
         """The source of the last unit that defines `name` (the one that wins)."""
@@ -64,6 +68,8 @@ MAX_UNITS = 20_000
 
 def load_submission(path: Path) -> Submission:
     """Never raises for what the file holds: whatever cannot be read becomes a LoadNote."""
+    if path.is_dir():
+        raise UsageError(f"submission {str(path)!r} is a folder, not a notebook or module")
     if not path.is_file():
         raise UsageError(f"submission {str(path)!r} not found")
     kind = KINDS.get(path.suffix.lower())

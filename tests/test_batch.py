@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -359,3 +360,77 @@ def test_a_folder_of_two_assignments_grades_each_with_its_own_and_writes_a_grade
         assert [(r["submission_id"], float(r["total"])) for r in rows] == [(student, total)], assignment_id
         assert (out / f"class_report-{assignment_id}.html").is_file()
     assert not (out / "gradebook.csv").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 11: student-chosen names in the gradebook, and the batch's own setup errors
+# ---------------------------------------------------------------------------------------------
+
+FORMULAS = ("=HYPERLINK(\"evil.example\",\"open me\")", "+1+cmd", "-A1", "@SUM(1)", "\tTAB", "\rCR")
+
+
+def test_file_names_a_spreadsheet_would_run_stay_text(tmp_path):
+    """A batch run inside the submissions folder (`grade batch .`) writes the names as found: a
+    file named like a formula must not become one in gradebook.csv; the numbers stay numbers."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in FORMULAS:
+        shutil.copy(BATCH / "instant.py", folder / f"{name}.py")
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "grader", "batch", ".", "-o", str(out), "--assignment",
+                             str(SMALL)], capture_output=True, text=True, timeout=300, cwd=folder,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stderr
+    with (out / "gradebook.csv").open(newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert sorted(r["path"] for r in rows) == sorted(f"'{name}.py" for name in FORMULAS)
+    for row in rows:
+        for column, cell in row.items():
+            assert not cell or cell[0] not in "=+-@\t\r", (column, cell)
+        float(row["total"]), float(row["max_total"]), float(row["Conv2dLoop"])
+
+
+def test_the_same_file_given_twice_is_graded_once(tmp_path):
+    folder = folder_of(tmp_path / "in", {"alice.py": BATCH / "instant.py"})
+    os.link(folder / "alice.py", folder / "alice_again.py")
+    out = tmp_path / "out"
+    result = batch(folder, folder / "alice.py", tmp_path / "in" / ".." / "in" / "alice.py", "-o", out,
+                   "--assignment", SMALL)
+    assert result.returncode == 0, result.stderr
+    assert set(reports_in(out)) == {"alice"}
+    assert "same file as" in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["submissions"] == 1
+    assert sorted(Path(d["path"]).name for d in summary["duplicates"]) == ["alice.py", "alice_again.py"]
+    assert all(Path(d["same_as"]) == folder / "alice.py" for d in summary["duplicates"])
+
+
+def test_a_submission_deleted_while_the_batch_runs_gets_a_report_saying_so(tmp_path):
+    """Deleted after the batch listed it: not a grader failure (nothing to retry), a report."""
+    import threading
+
+    from grader.batch import GRADER_FAILURE, Item, grade_one
+    from grader.config import load_assignment
+
+    out = tmp_path / "out"
+    out.mkdir()
+    gone = Item(path=tmp_path / "gone.py", id="gone", sha256="0" * 64)
+    assignment = load_assignment(str(SMALL))
+    label, outcome = grade_one(gone, assignment, assignment.seed, "cpu", out, threading.Event())
+    report = json.loads((out / "gone.json").read_text())
+    jsonschema.validate(report, SCHEMA)
+    assert not report["load"]["fatal"].startswith(GRADER_FAILURE) and "disappeared" in report["load"]["fatal"]
+    assert "GRADER FAILURE" not in outcome and report["score"] == 0
+
+
+@pytest.mark.parametrize("option", ["-o", "--feedback"])
+def test_a_batch_output_that_cannot_be_a_folder_is_refused_before_grading(tmp_path, option):
+    folder = folder_of(tmp_path / "in", {"alice.py": BATCH / "instant.py"})
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    others = ["-o", tmp_path / "out"] if option == "--feedback" else []
+    for target, words in ((a_file, "is a file"), (a_file / "sub", "is a file, not a folder")):
+        result = batch(folder, *others, option, target, "--assignment", SMALL)
+        assert result.returncode == 73, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and option in result.stderr and words in result.stderr
+        assert not (tmp_path / "out").exists(), "it graded before checking its outputs"

@@ -1,5 +1,7 @@
 """The CLI as users run it: a real subprocess, real files, exit codes and reports."""
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -232,3 +234,116 @@ def test_an_unknown_item_is_a_usage_error_listing_the_items():
     result = grade(NORMALIZATION_FIXTURES / "correct_notes.py", "--item", "batch_norm3d")
     assert result.returncode == 2
     assert "no item 'batch_norm3d' in normalization (items: batch_norm1d, batch_norm1d_affine," in result.stderr
+
+
+# --- issue 11: the grader's own setup errors are not bugs ----------------------------------------
+
+def one_line(result, code, *words):
+    """A setup error: the exit code, one line on stderr naming it, nothing on stdout."""
+    assert result.returncode == code, (result.returncode, result.stderr[-2000:])
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
+    assert all(word in result.stderr for word in words), result.stderr
+    assert "internal error" not in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize("option", ["-o", "--gradescope", "--junit", "--feedback"])
+def test_an_output_that_cannot_be_written_is_refused_before_grading(tmp_path, option):
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    companion = ["--junit", tmp_path / "ok.xml"] if option == "-o" else ["-o", tmp_path / "ok.json"]
+    for target, words in ((folder, "is a folder"), (a_file / "out", "is a file, not a folder")):
+        result = grade(SUBMISSIONS / "correct_module.py", "--device", "cpu", "--case", "course-001", *companion,
+                       option, target)
+        one_line(result, 73, option, str(target), words)
+        assert not any(tmp_path.glob("ok.*")), "it graded before checking its outputs"
+
+
+def test_two_outputs_naming_one_file_or_the_submission_are_usage_errors(tmp_path):
+    sub = tmp_path / "hw.py"
+    shutil.copy(SUBMISSIONS / "correct_module.py", sub)
+    one_line(grade(sub, "-o", tmp_path / "r.json", "--gradescope", tmp_path / "r.json"), 2, "--gradescope", "-o")
+    one_line(grade(sub, "--junit", sub), 2, "the submission")
+
+
+def test_a_folder_given_as_the_submission_says_so(tmp_path):
+    one_line(grade(tmp_path, "--device", "cpu"), 2, "is a folder")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="fills a small tmpfs mounted in a mount namespace of its own (root, util-linux)")
+@pytest.mark.parametrize("command", ["grade", "batch"])
+def test_a_full_disk_is_one_line_with_its_own_exit_code(tmp_path, command):
+    full = tmp_path / "full"
+    full.mkdir()
+    fill = f"mount -t tmpfs -o size=64k tmpfs {full} && (head -c 1M /dev/zero > {full}/filler 2>/dev/null; true)"
+    args = ([SUBMISSIONS / "correct_module.py", "--case", "course-001", "-o", full / "report.json"]
+            if command == "grade" else ["batch", SUBMISSIONS / "correct_module.py", "--assignment",
+                                        ROOT / "tests" / "fixtures" / "hostile" / "assignment.yaml",
+                                        "-o", full / "reports"])
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", f'{fill} && exec "$@"',
+                             "sh", sys.executable, "-m", "grader", *map(str, args), "--device", "cpu"],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 74, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert "no space left on device" in last and str(full) in last and "Traceback" not in result.stderr
+
+
+def broken_assignment(tmp_path):
+    """The small test assignment with a subject whose describe() raises: a bug of the grader's
+    own side of the seam, hit after the cases ran."""
+    import yaml
+
+    hostile = ROOT / "tests" / "fixtures" / "hostile"
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "subject.py").write_text(
+        "from assignments.conv2d.subject import SUBJECT as _REAL\n"
+        "import copy\n"
+        "class Broken(type(_REAL)):\n"
+        "    def describe(self, params):\n"
+        "        raise RuntimeError('a bug of the grader')\n"
+        "SUBJECT = copy.copy(_REAL)\n"
+        "SUBJECT.__class__ = Broken\n")
+    data = yaml.safe_load((hostile / "assignment.yaml").read_text())
+    data["scaffold"] = str((hostile / data["scaffold"]).resolve())
+    data["subject"] = "subject.py"
+    path = tmp_path / "broken" / "assignment.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_gradescope_gets_a_zero_with_the_reason_whenever_grading_fails(tmp_path):
+    """run_autograder's glob matched nothing or two notebooks, or the grader itself failed:
+    Gradescope still gets a results.json (0 points, and why), not a platform error."""
+    upload = tmp_path / "submission"
+    upload.mkdir()
+    results = tmp_path / "results" / "results.json"
+
+    def failing(*args, code):
+        results.unlink(missing_ok=True)
+        result = grade(*args, "--gradescope", results, "--quiet")
+        assert result.returncode == code, result.stderr
+        data = json.loads(results.read_text())
+        assert data["score"] == 0 and data["tests"] == [] and data["output"], data
+        return data["output"]
+
+    assert "matches no file" in failing(upload / "*.ipynb", code=2)
+    for name in ("a.ipynb", "b.ipynb"):
+        shutil.copy(SUBMISSIONS / "correct.ipynb", upload / name)
+    assert "2 submissions" in failing(upload / "a.ipynb", upload / "b.ipynb", code=2)
+    assert "internal error" in failing(SUBMISSIONS / "correct_module.py", "--assignment", broken_assignment(tmp_path),
+                                       "--device", "cpu", "--case", "course-001", code=70)
+    # --find-in: the one notebook of a folder, whatever its name and depth; none or two say so.
+    assert "2 notebooks" in failing("--find-in", upload, code=2)
+    (upload / "b.ipynb").unlink()
+    (upload / "nested").mkdir()
+    (upload / "a.ipynb").rename(upload / "nested" / "My Homework.ipynb")
+    (upload / ".ipynb_checkpoints").mkdir()
+    shutil.copy(SUBMISSIONS / "template_bug.ipynb", upload / ".ipynb_checkpoints" / "x-checkpoint.ipynb")
+    found = grade("--find-in", upload, "--gradescope", results, "--device", "cpu", "--case", "course-001", "--quiet")
+    assert found.returncode == 0, found.stderr
+    assert json.loads(results.read_text())["score"] == 100
+    shutil.rmtree(upload)
+    upload.mkdir()
+    assert "no notebook or module" in failing("--find-in", upload, code=2)

@@ -298,6 +298,16 @@ def test_junit_escapes_what_a_student_can_print(reports):
     assert failure.get("message").startswith('got <b>&amp; "quotes" ]]> ') and failure.get("message").endswith(" end")
 
 
+def test_a_grading_that_failed_is_a_gradescope_result_too():
+    from grader.exports import gradescope_failure
+
+    data = gradescope_failure("no notebook or module in /autograder/submission \x1b[2J\ntotal 100/100", 3.4)
+    jsonschema.validate(data, GRADESCOPE_SCHEMA)
+    assert data["score"] == 0 and data["tests"] == [] and data["execution_time"] == 3
+    assert "no notebook or module" in data["output"] and "\x1b" not in data["output"]
+    assert "\\ntotal 100/100" in data["output"]             # a line break in the reason is shown, not made
+
+
 # --- gradebook CSV --------------------------------------------------------------------------------
 
 

@@ -1068,3 +1068,147 @@ def test_cheap_definitions_still_load_once_the_load_budget_is_spent(grade):
     source = (HOSTILE / "load_budget_cheap.py").read_text().splitlines()
     device = next(i for i, line in enumerate(source, 1) if line.startswith("device = "))
     assert all(e["line"] != device for e in errors)
+
+
+# --- issue 11: untrusted text and files reach the instructor -----------------------------------
+
+def _unsafe(text: str, keep: str = "") -> list[str]:
+    """The characters of `text` (but those in `keep`) that a terminal acts on or a page shows
+    other than as they are: controls (C0, DEL, C1), format characters (bidi overrides and
+    isolates, zero-width characters), line and paragraph separators, lone surrogates."""
+    import unicodedata
+
+    return sorted({f"U+{ord(ch):04X}" for ch in text
+                   if ch not in keep and unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp")})
+
+
+def test_text_from_a_submission_reaches_no_terminal_page_or_export_raw(tmp_path):
+    """Clear screen, window title, OSC 52, a forged total line, concealed text, bidi overrides:
+    in exception messages, a returned type's name, the source and the file's own name. All of it
+    is data in the JSON, and shown escaped (visible, never acted on) everywhere else."""
+    out, results, junit, page = (tmp_path / name for name in ("r.json", "results.json", "junit.xml", "f.html"))
+    named = tmp_path / "\x1b]0;pwned\x07\u202eyp.terminal_escapes.py"      # a file name is the student's text too
+    shutil.copy(HOSTILE / "terminal_escapes.py", named)
+    result, _, _ = _run_grader([sys.executable, "-m", "grader", str(named),
+                                "--assignment", str(ASSIGNMENT), "--device", "cpu", "--case", "course-001",
+                                "-o", str(out), "--gradescope", str(results), "--junit", str(junit),
+                                "--feedback", str(page)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    payload = report["load"]["errors"][0]["message"]
+    assert "\x1b]52;c;" in payload and "\ntotal 100/100\n" in payload   # the JSON keeps the data as it was
+    # The terminal: nothing it would act on, and every line is the grader's own.
+    assert _unsafe(result.stdout, keep="\n") == [] and _unsafe(result.stderr, keep="\n") == []
+    assert [line for line in result.stdout.splitlines() if line.lstrip().startswith("total")] == ["total 0/100"]
+    assert "\\r\\n\\ntotal 100/100\\n" in result.stdout and "\\x1b]52;c;" in result.stdout
+    assert "\\u202e001/001 latot" in result.stdout and "returned submission.\\x1b[2J" in result.stdout
+    assert "\\x1b]0;pwned\\x07\\u202eyp.terminal_escapes.py" in result.stdout.splitlines()[0]
+    # Pages: the student's feedback, the notebook table, the class report with two copies side by side.
+    from grader.class_report import render
+    from grader.class_summary import summarize
+    from grader.render_html import render_html
+
+    pages = {"feedback": page.read_text(), "table": render_html(report),
+             "class report": render(summarize([report, report], ["one", "two"]))}
+    for name, html in pages.items():
+        assert _unsafe(html, keep="\n\t") == [], name
+        assert "\\u202e" in html, name                 # shown, not acted on
+    assert "is_admin" in pages["class report"] and "is_admin" in pages["feedback"]   # the source is shown
+    # Exports: Gradescope's text, JUnit's messages.
+    gradescope = json.loads(results.read_text())
+    texts = [gradescope["output"], *(t["output"] for t in gradescope["tests"]), *(t["name"] for t in gradescope["tests"])]
+    assert all(_unsafe(text, keep="\n") == [] for text in texts), texts
+    assert "\\x1b]52;c;" in "\n".join(texts)
+    assert _unsafe(junit.read_text(), keep="\n") == []
+
+
+def _batch(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "grader", "batch", *args, "--assignment", str(ASSIGNMENT),
+                           "--device", "cpu"], cwd=cwd, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                          capture_output=True, text=True, timeout=300)
+
+
+SECRET = "grader-hostile-SECRET-"
+SUBMISSIONS = ROOT / "tests" / "fixtures" / "submissions"
+
+
+def test_links_out_of_the_submissions_folder_are_refused_and_reported(tmp_path):
+    """A student's upload unpacks with its symbolic links: one to the course's solution, one to a
+    file only root may read, a folder linked from outside. None is read; each file gets a report
+    saying why (0 points), and the batch's output and summary list them."""
+    solution = SUBMISSIONS / "correct_module.py"
+    secret = tmp_path / "secret.py"
+    secret.write_text(f'print("{SECRET}{os.getpid()}: only root may read this line")\n')   # a skipped line is quoted
+    secret.chmod(0o600)
+    folder = tmp_path / "in"
+    (folder / "bob").mkdir(parents=True)
+    shutil.copy(HOSTILE / "legit_indexing.py", folder / "bob" / "mine.py")   # an honest one
+    (folder / "alice.py").symlink_to(solution)
+    (folder / "mallory.py").symlink_to(secret)
+    (folder / "carol").symlink_to(SUBMISSIONS, target_is_directory=True)
+    (folder / "dave.py").symlink_to(Path("bob") / "mine.py")                 # within the folder: bob's own file
+    out = tmp_path / "out"
+    result = _batch([str(folder), "-o", str(out)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    reports = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")
+               if p.name not in ("summary.json", "manifest.json")}
+    text = "".join(p.read_text() for p in out.iterdir()) + result.stderr
+    assert SECRET not in text
+    for name in ("alice", "mallory"):
+        refused = reports[name]
+        assert refused["score"] == 0 and refused["submission"]["refused"], name
+        assert "outside" in refused["load"]["fatal"] and refused["load"]["units_kept"] == 0
+        assert all(item["status"] == "load_error" for item in refused["items"].values())
+    assert set(reports) == {"alice", "mallory", "mine"}, sorted(reports)   # dave's link is bob's file: once
+    assert reports["mine"]["score"] == 100
+    summary = json.loads((out / "summary.json").read_text())
+    refused = {Path(entry["path"]).name: entry for entry in summary["refused"]}
+    assert set(refused) == {"alice.py", "mallory.py", "carol"}
+    assert refused["carol"]["id"] is None and "folder" in refused["carol"]["reason"]
+    assert [Path(d["path"]).name for d in summary["duplicates"]] == ["dave.py"]
+    for name in ("alice.py", "mallory.py", "carol"):
+        assert f"refused {folder / name}" in result.stderr
+    assert "same file as" in result.stderr
+    # A pattern through the linked folder reaches the solution too: refused the same way.
+    pattern = _batch([str(folder / "*" / "correct_module.py"), "-o", str(tmp_path / "out2")], tmp_path)
+    assert pattern.returncode == 0, pattern.stderr
+    assert json.loads((tmp_path / "out2" / "correct_module.json").read_text())["score"] == 0
+
+
+@needs_root
+def test_as_root_a_submission_the_worker_could_not_read_is_not_read(tmp_path):
+    """Within the folder too: a file only root may read, or one in a folder only root may enter,
+    is refused when the grader runs as root (the worker could not have read it)."""
+    folder = tmp_path / "in"
+    (folder / "private").mkdir(parents=True)
+    for path in (folder / "erin.py", folder / "private" / "frank.py"):
+        path.write_text((HOSTILE / "legit_indexing.py").read_text() + f'\nprint("{SECRET}{os.getpid()}")\n')
+    shutil.copy(HOSTILE / "legit_indexing.py", folder / "gina.py")
+    (folder / "erin.py").chmod(0o600)
+    (folder / "private").chmod(0o700)
+    out = tmp_path / "out"
+    result = _batch([str(folder), "-o", str(out)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    reports = {name: json.loads((out / f"{name}.json").read_text()) for name in ("erin", "frank", "gina")}
+    assert reports["gina"]["score"] == 100
+    for name in ("erin", "frank"):
+        assert reports[name]["score"] == 0
+        assert "could not read" in reports[name]["submission"]["refused"], reports[name]["submission"]
+    assert SECRET not in "".join(p.read_text() for p in out.iterdir())
+
+
+def test_grade_refuses_a_submission_that_links_out_of_its_folder(tmp_path):
+    """`grade` on a student's upload (Gradescope's /autograder/submission): a link to the
+    solution is not graded as theirs; the report and results.json say why, with 0 points."""
+    upload = tmp_path / "submission"
+    upload.mkdir()
+    (upload / "hw.py").symlink_to(SUBMISSIONS / "correct_module.py")
+    out, results = tmp_path / "r.json", tmp_path / "results.json"
+    result, _, _ = _run_grader([sys.executable, "-m", "grader", str(upload / "hw.py"), "--assignment",
+                                str(ASSIGNMENT), "--device", "cpu", "-o", str(out), "--gradescope", str(results)],
+                               tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["score"] == 0 and "outside" in report["submission"]["refused"]
+    gradescope = json.loads(results.read_text())
+    assert gradescope["score"] == 0 and "outside" in gradescope["output"]

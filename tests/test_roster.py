@@ -133,3 +133,21 @@ def test_canvas_and_moodle_files_import_in_their_formats():
     moodle = moodle_csv(result, scores, "Homework 3")
     assert moodle_import(moodle, {"s1", "s2", "s3"}) == {"s1": "87.46", "s2": "100"}
     assert moodle.splitlines()[0] == "ID number,Email address,Homework 3"
+
+
+def test_every_student_text_cell_of_the_lms_files_is_neutralized():
+    """Names, logins and sections come from the roster (a student may choose a display name):
+    any that a spreadsheet would read as a formula is text; the grades stay numbers."""
+    triggers = ["=cmd|' /C calc'!A0", "+1+1", "-A1", "@SUM(1)", "\t=1", "\r=1", "\uff1dcmd()"]   # and full-width =
+    students = tuple(Student(f"s{i}", name=t, sis_login_id=t, section=t, email=f"s{i}@x.org")
+                     for i, t in enumerate(triggers))
+    reports = [report(f"s{i}.ipynb", float(i)) for i in range(len(triggers))]
+    result = match_roster(students, reports, [f"s{i}" for i in range(len(triggers))])
+    scores = {f"s{i}": float(i) for i in range(len(triggers))}
+    for text in (canvas_csv(result, scores, "-HW", 100.0), moodle_csv(result, scores, "-HW")):
+        for row in list(csv.reader(io.StringIO(text)))[1:]:
+            for cell in row:
+                assert not cell or cell[0] not in "=+-@\t\r\uff1d", row
+    rows = list(csv.reader(io.StringIO(canvas_csv(result, scores, "HW", 100.0))))
+    assert [row[-1] for row in rows[2:]] == [str(i) for i in range(len(triggers))]
+    assert rows[2][0] == "'=cmd|' /C calc'!A0" and rows[0][-1] == "HW"
