@@ -96,18 +96,35 @@ def _patterns(ran: list, failing: list, specific: list[LikelyCause], features: d
     return found
 
 
+class _Masks:
+    """The population's failures and each feature's truth as bit masks (bit i: population[i]),
+    computed once, so that ranking hundreds of candidate patterns is integer arithmetic."""
+
+    def __init__(self, population: list, features: dict[str, Feature]):
+        self.all = (1 << len(population)) - 1
+        self.failing = sum(1 << i for i, r in enumerate(population) if r.status != "passed")
+        self.holds = {name: sum(1 << i for i, r in enumerate(population) if feature.holds(r.case.params))
+                      for name, feature in features.items()}
+
+    def region(self, pattern: Pattern) -> int:
+        inside = self.all
+        for name, value in pattern.literals:
+            inside &= self.holds[name] if value else self.all & ~self.holds[name]
+        return inside if pattern.fails_when else self.all & ~inside
+
+
 def _best_pattern(population: list, features: dict[str, Feature]):
     """(pattern, its separation, the single literal that separates best) or None. Patterns are
     ranked by separation plus a little for the share of the failures they cover (a pattern
     around one stray failure is no explanation); two features together are chosen only when
     they rank clearly better than one."""
+    masks = _Masks(population, features)
     literals = []
-    for name, feature in features.items():
-        values = {feature.holds(r.case.params) for r in population}
-        if len(values) == 2:
+    for name in features:
+        if masks.holds[name] not in (0, masks.all):      # the feature varies over the population
             literals.extend([(name, True), (name, False)])
-    failures = sum(1 for r in population if r.status != "passed")
-    singles = [_rank(Pattern((literal,)), population, features, failures) for literal in literals]
+    failures = masks.failing.bit_count()
+    singles = [_rank(Pattern((literal,)), masks, failures) for literal in literals]
     best = max(singles, key=lambda s: s[2], default=None)
     if best is None:
         return None
@@ -116,7 +133,7 @@ def _best_pattern(population: list, features: dict[str, Feature]):
     for i, first in enumerate(literals):
         for second in literals[i + 1:]:
             if first[0] != second[0]:
-                pairs.extend(_rank(Pattern((first, second), fails_when), population, features, failures)
+                pairs.extend(_rank(Pattern((first, second), fails_when), masks, failures)
                              for fails_when in (True, False))
     pair = max(pairs, key=lambda s: s[2], default=None)
     if pair is not None and pair[2] >= best[2] + PAIR_GAIN:
@@ -126,14 +143,14 @@ def _best_pattern(population: list, features: dict[str, Feature]):
     return best[0], best[1], main
 
 
-def _rank(pattern: Pattern, population: list, features: dict[str, Feature], failures: int):
+def _rank(pattern: Pattern, masks: _Masks, failures: int):
     """(pattern, separation, rank): separation is 0 where it covers fewer than MIN_FAILURES."""
-    inside = [r for r in population if pattern.failing_region(r.case.params, features)]
-    outside = [r for r in population if not pattern.failing_region(r.case.params, features)]
-    covered = sum(1 for r in inside if r.status != "passed")
+    inside = masks.region(pattern)
+    outside = masks.all & ~inside
+    covered = (inside & masks.failing).bit_count()
     if not inside or not outside or covered < MIN_FAILURES:
         return pattern, 0.0, 0.0
-    separation = covered / len(inside) - sum(1 for r in outside if r.status != "passed") / len(outside)
+    separation = covered / inside.bit_count() - (outside & masks.failing).bit_count() / outside.bit_count()
     return pattern, separation, separation + COVERAGE_WEIGHT * covered / max(failures, 1)
 
 

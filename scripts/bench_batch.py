@@ -1,9 +1,9 @@
 """Batch throughput benchmark (issue 4): not a test, a measurement to quote.
 
-    python scripts/bench_batch.py [--count 200] [--jobs 2] [--device cpu]
+    python scripts/bench_batch.py [--count 200] [--jobs 2] [--device cpu] [--fixtures DIR]
 
-Grades `count` submissions (copies of the fixtures: correct, partly wrong and failing,
-notebooks and modules) with `grade batch`, then times `jupyter nbconvert --execute` of the
+Grades `count` submissions (copies of the Conv2d fixtures, or of DIR's: correct, partly wrong and
+failing, notebooks and modules) with `grade batch`, then times `jupyter nbconvert --execute` of the
 example notebook in the same run, then the per-submission overhead with submissions whose
 classes return at once.
 """
@@ -36,9 +36,11 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--fixtures", type=Path, default=ROOT / "assignments" / "conv2d" / "fixtures",
+                        help="the submissions to copy (the same folder makes two versions comparable)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
-    sources = sorted((FIXTURES / "submissions").glob("*.ipynb")) + sorted((FIXTURES / "submissions").glob("*.py"))
+    sources = sorted(args.fixtures.glob("*.ipynb")) + sorted(args.fixtures.glob("*.py"))
     submissions = work / "submissions"
     submissions.mkdir()
     for number, source in zip(range(args.count), itertools.cycle(sources)):

@@ -25,7 +25,8 @@ RARE = {"loop_in_call.py": 2, "shortcuts.py": 3, "load_error.py": 3}   # copies 
 
 
 def sources() -> list[Path]:
-    found = sorted((FIXTURES / "submissions").glob("*.ipynb")) + sorted((FIXTURES / "submissions").glob("*.py"))
+    conv = ROOT / "assignments" / "conv2d" / "fixtures"
+    found = sorted(conv.glob("*.ipynb")) + sorted(conv.glob("*.py"))
     found += sorted((FIXTURES / "similarity").glob("*.py")) + [FIXTURES / "class_report" / "markup_in_comments.py"]
     return found
 

@@ -1129,7 +1129,7 @@ def _batch(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 SECRET = "grader-hostile-SECRET-"
-SUBMISSIONS = ROOT / "tests" / "fixtures" / "submissions"
+SUBMISSIONS = ROOT / "assignments" / "conv2d" / "fixtures"
 
 
 def test_links_out_of_the_submissions_folder_are_refused_and_reported(tmp_path):
