@@ -22,13 +22,13 @@ from typing import Any
 ITEM = "@item"   # the graded definition itself
 
 
-TENSOR_LAYOUTS = ("contiguous", "strided", "transposed", "channels_last")
+TENSOR_LAYOUTS = ("contiguous", "sliced", "transposed", "channels_last")
 
 
 @dataclass(frozen=True)
 class Tensor:
     """One of the request's tensors, handed over in a memory layout with the same values:
-    contiguous; strided (every other element of a buffer twice the size: what slicing gives,
+    contiguous; sliced (every other element of a buffer twice the size: what slicing gives,
     .view still works); transposed (first and last dims swapped in memory: .view fails);
     channels_last (4-D only)."""
     name: str

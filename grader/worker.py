@@ -467,7 +467,7 @@ def _in_layout(tensor, layout):
     time so that every call is handed its own."""
     import torch
 
-    if layout == "strided":
+    if layout == "sliced":
         spread = torch.empty((*tensor.shape, 2), dtype=tensor.dtype, device=tensor.device)
         spread[..., 0] = tensor
         return spread[..., 0]

@@ -99,9 +99,9 @@ def test_every_normalization_step_passes_on_cuda_in_the_worked_example(tmp_path)
     for name in report["items"]:
         statuses = {c["status"] for c in cases(report, name)}
         assert statuses == {"passed"}, (name, statuses)
-    # The layouts really reach CUDA: transposed, strided and channels_last inputs among the cases.
+    # The layouts really reach CUDA: transposed, sliced and channels_last inputs among the cases.
     layouts = {c["params"]["layout"] for name in report["items"] for c in cases(report, name)}
-    assert {"transposed", "strided", "channels_last"} <= layouts
+    assert {"transposed", "sliced", "channels_last"} <= layouts
 
 
 def test_float32_cpu_buffers_fail_on_cuda_with_their_cause(tmp_path):

@@ -21,11 +21,11 @@ def test_values_ranges_and_lists_as_a_config_writes_them():
 
 
 def test_a_cycled_parameter_takes_its_list_in_case_order_and_draws_within_a_range():
-    layout = Parameter("layout", "choice", choices=("contiguous", "transposed", "strided"), cycled=True)
-    choices = layout.config_values(["transposed", "strided"])
+    layout = Parameter("layout", "choice", choices=("contiguous", "transposed", "sliced"), cycled=True)
+    choices = layout.config_values(["transposed", "sliced"])
     rng = random.Random(0)
     assert [draw(layout, choices, rng, index) for index in (1, 2, 3, 4)] == \
-        ["transposed", "strided", "transposed", "strided"]
+        ["transposed", "sliced", "transposed", "sliced"]
     # A range of a cycled integer is one entry drawn from, not values to take in turn (which
     # would give every first case the range's low end).
     groups = Parameter("groups", "int", minimum=1, cycled=True)

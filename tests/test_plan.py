@@ -12,13 +12,13 @@ def test_every_layout_has_the_same_values_and_the_memory_it_promises():
     for layout, tensor in laid.items():
         assert torch.equal(tensor, x) and tensor.shape == x.shape, layout
     assert laid["contiguous"].is_contiguous()
-    assert not laid["strided"].is_contiguous() and laid["strided"].stride()[-1] == 2
+    assert not laid["sliced"].is_contiguous() and laid["sliced"].stride()[-1] == 2
     assert not laid["transposed"].is_contiguous()
     with pytest.raises(RuntimeError, match="view size is not compatible"):
         laid["transposed"].view(2, -1)
     assert laid["channels_last"].is_contiguous(memory_format=torch.channels_last)
     # Each call gets a tensor of its own: writing into one never reaches the case's original.
-    laid["strided"].add_(1)
+    laid["sliced"].add_(1)
     laid["transposed"].add_(1)
     assert torch.equal(x, torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5))
 

@@ -51,10 +51,10 @@ def _values(shape, rng, gen, device="cpu"):
 def _noncontiguous(x, rng):
     """The same values in a non-contiguous layout (a transposed copy or every other element of a
     wider tensor), or x itself; a student's .view() fails on the former."""
-    kind = rng.choice(["contiguous", "transposed", "strided"])
+    kind = rng.choice(["contiguous", "transposed", "sliced"])
     if kind == "transposed" and x.dim() >= 2 and x.shape[0] > 1 and x.shape[-1] > 1:
         y = x.transpose(0, -1).contiguous().transpose(0, -1)
-    elif kind == "strided" and x.numel() > 1:
+    elif kind == "sliced" and x.numel() > 1:
         y = torch.stack([x, torch.zeros_like(x)], dim=-1)[..., 0]
     else:
         return x
