@@ -8,11 +8,10 @@ lists the candidates, so a wrong guess never grades a file against the wrong rul
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from .config import Assignment, bundled_assignment_ids, load_assignment
+from .config import Assignment
 from .errors import UsageError
-from .submission import Submission, load_submission
+from .submission import Submission
 
 
 @dataclass(frozen=True)
@@ -23,12 +22,6 @@ class Choice:
 
 def defined_names(submission: Submission) -> set[str]:
     return {name for unit in submission.units for name in unit.defines}
-
-
-def choose_assignment(path: Path, candidates: list[Assignment] | None = None) -> Choice:
-    submission = load_submission(path)
-    candidates = candidates if candidates is not None else [load_assignment(i) for i in bundled_assignment_ids()]
-    return choose_for(submission, candidates)
 
 
 def choose_for(submission: Submission, candidates: list[Assignment]) -> Choice:

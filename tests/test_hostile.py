@@ -164,11 +164,16 @@ def _kill(pids: set[int]) -> None:
             pass
 
 
+# Graders that _run_cli started and that are still running: when two run at once (shards on
+# one node), each one's sweep for survivors must leave the other grader alone.
+_IN_FLIGHT: set[int] = set()
+
+
 def _survivors(children_before: set[int]) -> tuple[str, ...]:
     """What the submission left alive, recorded and then killed (until none are left)."""
     seen: list[str] = []
     for _ in range(50):
-        found = (_our_children() - children_before) | _marked_processes()
+        found = (_our_children() - children_before - _IN_FLIGHT) | _marked_processes()
         alive = {pid for pid in found if not _is_zombie(pid)}
         seen.extend(_describe(pid) for pid in sorted(alive))
         _kill(found)           # reaps the dead ones that are ours too
@@ -229,6 +234,7 @@ def _run_cli(name: str, workspace: Path, *extra: str, output: Path | None = None
     try:
         process = subprocess.Popen([*prefix, *command], cwd=cwd, env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
+        _IN_FLIGHT.add(process.pid)
         sampler = _RssSampler(process.pid)
         try:
             stdout, stderr = process.communicate(timeout=150)
@@ -237,6 +243,7 @@ def _run_cli(name: str, workspace: Path, *extra: str, output: Path | None = None
             if process.poll() is None:
                 process.kill()
                 process.wait()
+            _IN_FLIGHT.discard(process.pid)
     finally:
         survivors = _survivors(children_before)
     wall_s = time.monotonic() - started

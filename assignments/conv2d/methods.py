@@ -25,6 +25,7 @@ means a Python loop over output positions (`vectorized: false`). The machinery i
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -172,20 +173,38 @@ def _arrangements(actual: torch.Tensor, full: torch.Tensor, kinds: tuple[str, ..
     if actual.numel() != full.numel() or actual.numel() == 0:
         return {}
     full = full.contiguous()          # strides below are read as the logical order's
-    flat = actual.double().reshape(-1).tolist()
-    reference = full.reshape(-1).tolist()
-    scale = max(max(abs(v) for v in reference), 1.0)
-    tolerance = 16 * torch.finfo(dtype).eps * scale
-    strides = full.stride()
-    probes = sorted({int(len(flat) * f) for f in (0.13, 0.29, 0.41, 0.58, 0.73, 0.91)} | {len(flat) - 1})
-    found = {}
-    for order in itertools.permutations(range(full.dim())):
-        sizes = [full.shape[a] for a in order]
-        if not all(abs(flat[f] - reference[_source(f, sizes, [strides[a] for a in order])]) <= tolerance
-                   for f in probes):
+    flat = actual.reshape(-1)
+    orders = _orders(full.dim())
+    probes = torch.tensor(sorted({int(flat.numel() * f) for f in (0.13, 0.29, 0.41, 0.58, 0.73, 0.91)}
+                                 | {flat.numel() - 1}))
+    # A few probed values of every order at once (where each probe of the permuted tensor sits
+    # in the reference), then the shape's structure and all values of the orders that survive.
+    sizes = torch.tensor(full.shape)[orders]
+    strides = torch.tensor(full.stride())[orders]
+    left = probes.expand(len(orders), -1)
+    sources = torch.zeros_like(left)
+    for axis in reversed(range(full.dim())):
+        size = sizes[:, axis:axis + 1]
+        sources = sources + left % size * strides[:, axis:axis + 1]
+        left = left // size
+    tolerance = 16 * torch.finfo(dtype).eps * max(float(full.abs().max()), 1.0)
+    near = ((full.reshape(-1)[sources] - flat[probes].double()).abs() <= tolerance).all(dim=1)  # NaN: False
+    found, close, grouped = {}, {}, {}
+    shape = tuple(actual.shape)
+    for index in near.nonzero().flatten().tolist():
+        order = tuple(orders[index].tolist())
+        # Orders that differ only where axes of size 1 go read the same values, and only an
+        # axis's size (and the kind of one larger than 1) decides how it merges.
+        merged = tuple((full.shape[a], kinds[a] if full.shape[a] > 1 else "") for a in order)
+        if merged not in grouped:
+            grouped[merged] = _grouping(shape, [size for size, _ in merged], [kind for _, kind in merged])
+        groups = grouped[merged]
+        if groups is None:
             continue
-        groups = _grouping(tuple(actual.shape), sizes, [kinds[a] for a in order])
-        if groups is None or not _close(actual.reshape(-1), full.permute(order).reshape(-1), dtype):
+        moved = tuple(a for a in order if full.shape[a] > 1)
+        if moved not in close:
+            close[moved] = _close(flat, full.permute(order).reshape(-1), dtype)
+        if not close[moved]:
             continue
         reduction_order = tuple(a - (1 if kinds[0] == "o" else 0) for a in order if kinds[a] == "r")
         column_order = tuple(a - 3 for a in order if kinds[a] == "c")
@@ -194,13 +213,10 @@ def _arrangements(actual: torch.Tensor, full: torch.Tensor, kinds: tuple[str, ..
     return found
 
 
-def _source(position: int, sizes: list[int], strides: list[int]) -> int:
-    """Where the value at `position` of the permuted, flattened tensor sits in the original."""
-    source = 0
-    for size, stride in zip(reversed(sizes), reversed(strides)):
-        position, index = divmod(position, size)
-        source += index * stride
-    return source
+@functools.lru_cache(maxsize=None)
+def _orders(dims: int) -> torch.Tensor:
+    """Every order of `dims` axes, one per row, in itertools' order (the identity first)."""
+    return torch.tensor(list(itertools.permutations(range(dims))))
 
 
 def _grouping(shape: tuple[int, ...], sizes: list[int], kinds: list[str]) -> tuple[str, ...] | None:
