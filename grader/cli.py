@@ -160,26 +160,20 @@ def pick_assignment(submission: Path, requested: str | None, refused: str | None
     """The assignment named, or the one the submission's names point to (the table's first
     line and the report's `assignment.id` say which). A `refused` submission is not read: it
     takes the only bundled assignment, else --assignment is needed."""
-    return _picked(submission, requested, refused)[0]
-
-
-def _picked(submission: Path, requested: str | None, refused: str | None = None):
-    """pick_assignment's answer, with the submission as read to choose it (None when it was not
-    read), so that grading does not read and parse it a second time."""
     from .config import bundled_assignment_ids, load_assignment
 
     if requested is not None:
-        return load_assignment(requested), None
+        return load_assignment(requested)
     if refused is not None:
         bundled = bundled_assignment_ids()
         if len(bundled) == 1:
-            return load_assignment(bundled[0]), None
+            return load_assignment(bundled[0])
         raise UsageError(f"{submission.name} was not read ({refused}), so it names no assignment: pass --assignment")
     from .choose import choose_for
     from .submission import load_submission
 
-    read = load_submission(submission)
-    return choose_for(read, [load_assignment(i) for i in bundled_assignment_ids()]).assignment, read
+    # Parsed once: grading finds the parse kept (submission.py).
+    return choose_for(load_submission(submission), [load_assignment(i) for i in bundled_assignment_ids()]).assignment
 
 
 def select_items(assignment, names: list[str] | None):
@@ -202,8 +196,7 @@ def _grade_one(args, found, written: set[str]) -> int:
     from .report import report_to_dict, write_json_atomically, write_text_atomically
 
     path = found.path
-    picked, read = _picked(path, args.assignment, found.refused)
-    assignment = select_items(picked, args.items)
+    assignment = select_items(pick_assignment(path, args.assignment, found.refused), args.items)
     extra_hidden = [p.resolve().parent for p in (args.output, args.gradescope, args.junit, args.feedback) if p]
     if args.params and args.only_case:
         raise UsageError("--case and --params both name the cases to grade; give one")
@@ -214,7 +207,7 @@ def _grade_one(args, found, written: set[str]) -> int:
                                     found.refused)
         else:
             report = grade(path, assignment, seed=args.seed, device=args.device, only_case=args.only_case,
-                           extra_hidden=extra_hidden, custom_params=custom, submission=read)
+                           extra_hidden=extra_hidden, custom_params=custom)
         data = report_to_dict(report, audience=args.audience)
     except GraderError:
         raise

@@ -68,14 +68,12 @@ def resolve_devices(requested: str, assignment: Assignment) -> tuple[tuple[str, 
 def grade(submission_path: Path, assignment: Assignment, seed: int | None = None,
           device: str = "auto", only_case: str | None = None,
           extra_hidden: list[Path] | None = None, custom_params: Params | None = None,
-          shrink: bool = True, submission: Submission | None = None) -> GradeReport:
-    """`submission`: the file as already read (to choose its assignment), else it is read here."""
+          shrink: bool = True) -> GradeReport:
     started = time.monotonic()
     return_large_buffers()
     seed = assignment.seed if seed is None else seed
     devices, cuda_available = resolve_devices(device, assignment)
-    if submission is None or submission.path != submission_path:
-        submission = load_submission(submission_path)
+    submission = load_submission(submission_path)
     if custom_params is not None:
         items = items_for_params(assignment, custom_params)
         cases: tuple[Case, ...] = tuple(custom_case(assignment, custom_params, d, seed, items) for d in devices)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,10 @@ def load_submission(path: Path) -> Submission:
                                       "the grader reads"),))
     data = path.read_bytes()
     sha256 = hashlib.sha256(data).hexdigest()
+    key = (str(path), sha256)
+    with _PARSED_LOCK:
+        if key in _PARSED:
+            return _PARSED[key]
     if kind == "module":
         cells = [(None, _decode(data, python=True))]
         notes: list[LoadNote] = []
@@ -92,7 +97,40 @@ def load_submission(path: Path) -> Submission:
         if source is not None:
             loader.cell(cell_number, source)
     loader.finish()
-    return Submission(path=path, kind=kind, sha256=sha256, units=tuple(loader.units), notes=tuple(notes))
+    submission = Submission(path=path, kind=kind, sha256=sha256, units=tuple(loader.units), notes=tuple(notes))
+    _remember(key, submission)
+    return submission
+
+
+# The same bytes at the same path parse the same (a batch reads each file to choose its
+# assignment, then to grade it): parsed submissions are kept, keyed by their content's hash, so
+# a file changed in between is parsed again. Bounded by the code they hold.
+_PARSED: dict[tuple[str, str], Submission] = {}
+_PARSED_LOCK = threading.Lock()
+PARSED_CHARS_KEPT = 64 << 20
+
+
+def _remember(key: tuple[str, str], submission: Submission) -> None:
+    size = sum(len(unit.source) for unit in submission.units)
+    with _PARSED_LOCK:
+        kept = sum(_PARSED_SIZES.values())
+        while _PARSED and kept + size > PARSED_CHARS_KEPT:
+            oldest = next(iter(_PARSED))
+            kept -= _PARSED_SIZES.pop(oldest)
+            del _PARSED[oldest]
+        if size <= PARSED_CHARS_KEPT:
+            _PARSED[key] = submission
+            _PARSED_SIZES[key] = size
+
+
+_PARSED_SIZES: dict[tuple[str, str], int] = {}
+
+
+def forget_parsed() -> None:
+    """Parse every file again from now on (a test that changes how files are parsed)."""
+    with _PARSED_LOCK:
+        _PARSED.clear()
+        _PARSED_SIZES.clear()
 
 
 def _file_sha256(path: Path) -> str:

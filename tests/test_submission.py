@@ -3,7 +3,7 @@ import pytest
 
 from conftest import SUBMISSIONS
 from grader.errors import UsageError
-from grader.submission import load_submission
+from grader.submission import forget_parsed, load_submission
 
 
 def _notebook(tmp_path, *cells):
@@ -88,6 +88,20 @@ def test_same_file_same_hash(tmp_path):
     assert load_submission(path).sha256 == load_submission(path).sha256
 
 
+def test_a_file_changed_since_it_was_read_is_parsed_again(tmp_path):
+    """Parsed files are kept by content hash (a batch reads each twice): new bytes, new parse."""
+    path = tmp_path / "sub.py"
+    path.write_text("def a():\n    return 1\n")
+    first = load_submission(path)
+    assert load_submission(path) is first
+    path.write_text("def b():\n    return 2\n")
+    again = load_submission(path)
+    assert again is not first and [u.defines for u in again.units] == [("b",)]
+    path.unlink()
+    with pytest.raises(UsageError):
+        load_submission(path)
+
+
 def test_without_nbformat_and_ipython_notebooks_load_the_same(monkeypatch):
     """A bare GPU image has neither; the fallback must keep and skip the same statements."""
     import sys
@@ -97,6 +111,7 @@ def test_without_nbformat_and_ipython_notebooks_load_the_same(monkeypatch):
     monkeypatch.setitem(sys.modules, "nbformat", None)
     monkeypatch.setitem(sys.modules, "IPython", None)
     monkeypatch.setitem(sys.modules, "IPython.core.inputtransformer2", None)
+    forget_parsed()
     without = [load_submission(SUBMISSIONS / n) for n in names]
     for a, b in zip(with_libraries, without):
         assert [(u.cell, u.line, u.defines) for u in a.units] == [(u.cell, u.line, u.defines) for u in b.units]
