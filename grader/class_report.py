@@ -12,6 +12,7 @@ from html import escape
 from urllib.parse import quote
 
 from . import svg
+from .render import _num
 from .safe_text import with_lines
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -217,9 +218,6 @@ def _links(ids: list[str]) -> str:
 def _percent(count: int, total: int) -> str:
     return f"{100 * count / total:.0f}%" if total else "-"
 
-
-def _num(value) -> str:
-    return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 def _opt(value) -> str:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import statistics
 from collections import Counter, defaultdict
 
+from .render import _num
+
 COUNTED = ("passed", "failed", "error", "timeout", "unsupported")
 BINS = 10
 EXAMPLES = 5
@@ -181,6 +183,3 @@ def _similar(names: list[str], reports: list[dict], ids: list[str]) -> list[dict
                                             "source_b": sources[b]} for a, b, s in shown[:SIDE_BY_SIDE]]})
     return found
 
-
-def _num(value: float) -> str:
-    return f"{value:.2f}".rstrip("0").rstrip(".")

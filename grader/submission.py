@@ -78,7 +78,7 @@ def load_submission(path: Path) -> Submission:
         raise UsageError(f"submission {path.name!r}: expected a .ipynb notebook or a .py module")
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
-        return Submission(path=path, kind=kind, sha256=_file_sha256(path), units=(), notes=(LoadNote(
+        return Submission(path=path, kind=kind, sha256=file_sha256(path), units=(), notes=(LoadNote(
             None, None, "unreadable", f"the file has {size >> 20} MB, more than the {MAX_FILE_BYTES >> 20} MB "
                                       "the grader reads"),))
     data = path.read_bytes()
@@ -86,7 +86,7 @@ def load_submission(path: Path) -> Submission:
     key = (str(path), sha256)
     with _PARSED_LOCK:
         if key in _PARSED:
-            return _PARSED[key]
+            return _PARSED[key][0]
     if kind == "module":
         cells = [(None, _decode(data, python=True))]
         notes: list[LoadNote] = []
@@ -104,36 +104,30 @@ def load_submission(path: Path) -> Submission:
 
 # The same bytes at the same path parse the same (a batch reads each file to choose its
 # assignment, then to grade it): parsed submissions are kept, keyed by their content's hash, so
-# a file changed in between is parsed again. Bounded by the code they hold.
-_PARSED: dict[tuple[str, str], Submission] = {}
+# a file changed in between is parsed again. Bounded by the code they hold (oldest go first).
+_PARSED: dict[tuple[str, str], tuple[Submission, int]] = {}
 _PARSED_LOCK = threading.Lock()
 PARSED_CHARS_KEPT = 64 << 20
 
 
 def _remember(key: tuple[str, str], submission: Submission) -> None:
     size = sum(len(unit.source) for unit in submission.units)
+    if size > PARSED_CHARS_KEPT:
+        return
     with _PARSED_LOCK:
-        kept = sum(_PARSED_SIZES.values())
-        while _PARSED and kept + size > PARSED_CHARS_KEPT:
-            oldest = next(iter(_PARSED))
-            kept -= _PARSED_SIZES.pop(oldest)
-            del _PARSED[oldest]
-        if size <= PARSED_CHARS_KEPT:
-            _PARSED[key] = submission
-            _PARSED_SIZES[key] = size
-
-
-_PARSED_SIZES: dict[tuple[str, str], int] = {}
+        kept = sum(chars for _, chars in _PARSED.values()) + size
+        while kept > PARSED_CHARS_KEPT:
+            kept -= _PARSED.pop(next(iter(_PARSED)))[1]
+        _PARSED[key] = (submission, size)
 
 
 def forget_parsed() -> None:
     """Parse every file again from now on (a test that changes how files are parsed)."""
     with _PARSED_LOCK:
         _PARSED.clear()
-        _PARSED_SIZES.clear()
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
